@@ -1,0 +1,1 @@
+"""Node agent: runs on each machine of the fleet."""

@@ -1,0 +1,102 @@
+"""The control-plane application: routers, errors, auth, metrics, the liveness loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from suanli import __version__
+from suanli.api import errors
+from suanli.api.deps import Admin
+from suanli.api.metrics import Metrics
+from suanli.api.routers import agent, audit, chips, datacenters, fleet, nodes, tenants, tokens
+from suanli.services import agents
+from suanli.services.audit import request_id_var
+from suanli.settings import Settings
+from suanli.store.db import make_engine, make_sessionmaker
+
+log = logging.getLogger("suanli.api")
+
+
+def create_app(settings: Settings, engine: Engine | None = None, liveness: bool = True) -> FastAPI:
+    """Build the app. The schema must already be at head (``suanli.store.migrate``)."""
+    engine = engine or make_engine(settings.resolved_database_url())
+    factory = make_sessionmaker(engine)
+    metrics = Metrics(factory)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_liveness_loop(settings, factory)) if liveness else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="suanli control plane",
+        version=__version__,
+        description="Fleet inventory, tenants and credentials of a mixed accelerator cloud.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = factory
+    errors.install(app)
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(rid[:64])
+        try:
+            response = await metrics.middleware(request, call_next)
+        finally:
+            request_id_var.reset(token)
+        response.headers["x-request-id"] = rid[:64]
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus(_admin: Admin) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    for module in (chips, datacenters, nodes, tenants, tokens, fleet, agent, audit):
+        app.include_router(module.router)
+    return app
+
+
+async def _liveness_loop(settings: Settings, factory: sessionmaker[Session]) -> None:
+    """Mark nodes down when their agent goes silent."""
+
+    def check() -> list[str]:
+        with factory() as session:
+            downed = agents.mark_silent_down(session, settings.heartbeat_timeout_s)
+            session.commit()
+            return downed
+
+    while True:
+        await asyncio.sleep(settings.liveness_check_s)
+        try:
+            downed = await run_in_threadpool(check)
+        except OperationalError as exc:  # database busy or restarting: try next round
+            log.warning("liveness check skipped: %s", exc.orig)
+            continue
+        for name in downed:
+            log.warning("node %s marked down: no heartbeat", name)

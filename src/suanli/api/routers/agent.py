@@ -1,0 +1,33 @@
+"""/v1/agent: node agents register their hardware and heartbeat."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from suanli.api.deps import AgentCaller, AppSettings, DbSession
+from suanli.domain.agent import Heartbeat, Registration, RegistrationReply
+from suanli.services import agents
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+
+@router.post("/register")
+def register(
+    reg: Registration, session: DbSession, caller: AgentCaller, settings: AppSettings
+) -> RegistrationReply:
+    row = agents.register(session, caller, reg)
+    session.commit()
+    return RegistrationReply(
+        node=row.name, state=row.state, heartbeat_interval_s=settings.heartbeat_interval_s
+    )
+
+
+@router.post("/heartbeat")
+def heartbeat(
+    beat: Heartbeat, session: DbSession, caller: AgentCaller, settings: AppSettings
+) -> RegistrationReply:
+    row = agents.heartbeat(session, caller, beat)
+    session.commit()
+    return RegistrationReply(
+        node=row.name, state=row.state, heartbeat_interval_s=settings.heartbeat_interval_s
+    )

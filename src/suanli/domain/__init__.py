@@ -1,0 +1,1 @@
+"""Plain records and pure rules of the fleet; no I/O."""

@@ -1,0 +1,36 @@
+"""Typed settings, read once from ``SUANLI_*`` environment variables and passed down.
+
+A bad value fails at start with the variable named; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".suanli"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUANLI_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=default_home, description="state directory")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in the state directory"
+    )
+    host: str = Field(default="127.0.0.1", description="address the API binds to")
+    port: int = Field(default=8270, ge=0, le=65535)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=20.0, gt=0, description="silence before down")
+    liveness_check_s: float = Field(default=2.0, gt=0, description="how often to look")
+    local_country: str = Field(default="CN", min_length=2, max_length=2)
+    log_level: str = Field(default="info")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'suanli.db'}"

@@ -1,0 +1,1 @@
+"""Persistence: ORM tables, engine/session setup, Alembic migrations."""

@@ -1,0 +1,197 @@
+"""ORM tables. The schema changes only through Alembic migrations (``migrations/``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from suanli.store.types import UTCDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DataCenterRow(Base):
+    __tablename__ = "data_centers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    country: Mapped[str] = mapped_column(String(2))
+    region: Mapped[str] = mapped_column(String(120), default="")
+    city: Mapped[str] = mapped_column(String(120), default="")
+    operator: Mapped[str] = mapped_column(String(200), default="")
+    owner_type: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    costs: Mapped[list[ChipCostRow]] = relationship(
+        back_populates="data_center", cascade="all, delete-orphan", order_by="ChipCostRow.chip"
+    )
+
+
+class ChipCostRow(Base):
+    """What the data center's operator charges per accelerator-hour of one chip model."""
+
+    __tablename__ = "data_center_chip_costs"
+    __table_args__ = (UniqueConstraint("data_center_id", "chip"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data_center_id: Mapped[int] = mapped_column(ForeignKey("data_centers.id", ondelete="CASCADE"))
+    chip: Mapped[str] = mapped_column(String(80))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+
+    data_center: Mapped[DataCenterRow] = relationship(back_populates="costs")
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (
+        Index("ix_nodes_data_center", "data_center_id"),
+        Index("ix_nodes_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    data_center_id: Mapped[int] = mapped_column(ForeignKey("data_centers.id", ondelete="RESTRICT"))
+    chip: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    accelerator_count: Mapped[int] = mapped_column(Integer, default=0)
+    island: Mapped[str] = mapped_column(String(120), default="")
+    cpu_cores: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    memory_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    previous_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    agent_managed: Mapped[bool] = mapped_column(Boolean, default=False)
+    detector: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    driver_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    data_center: Mapped[DataCenterRow] = relationship()
+    accelerators: Mapped[list[AcceleratorRow]] = relationship(
+        back_populates="node", cascade="all, delete-orphan", order_by="AcceleratorRow.index"
+    )
+
+
+class AcceleratorRow(Base):
+    __tablename__ = "accelerators"
+    __table_args__ = (UniqueConstraint("node_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    chip: Mapped[str] = mapped_column(String(80))
+    memory_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    uuid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    health: Mapped[str] = mapped_column(String(16), default="unknown")
+    temperature_c: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    utilization_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ecc_errors: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    node: Mapped[NodeRow] = relationship(back_populates="accelerators")
+
+
+class NodeEventRow(Base):
+    """Every lifecycle change of a node, with its reason and who made it."""
+
+    __tablename__ = "node_events"
+    __table_args__ = (Index("ix_node_events_node", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(120))
+
+    node: Mapped[NodeRow] = relationship()
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    country: Mapped[str] = mapped_column(String(2))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    users: Mapped[list[UserRow]] = relationship(
+        back_populates="tenant", cascade="all, delete-orphan", order_by="UserRow.email"
+    )
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    tenant: Mapped[TenantRow] = relationship(back_populates="users")
+
+
+class CredentialRow(Base):
+    """Admin tokens, node-agent tokens and tenant API keys; only a SHA-256 digest is kept."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # admin | agent | api_key
+    name: Mapped[str] = mapped_column(String(120), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditRow(Base):
+    """One row per mutation: who, what, when, state before and after."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_resource", "resource_type", "resource"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource: Mapped[str] = mapped_column(String(120))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
