@@ -66,9 +66,11 @@ async def _request_validation(_request: Request, exc: Exception) -> JSONResponse
             loc = loc[1:]
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         problems.append({"param": format_path(loc) or None, "message": msg})
-    first = problems[0] if problems else {"param": None, "message": "invalid request"}
-    message = f"{first['param']}: {first['message']}" if first["param"] else first["message"]
-    body = error_body(message, "invalid_request_error", "invalid_value", first["param"])
+    param = problems[0]["param"] if problems else None
+    message = str(problems[0]["message"]) if problems else "invalid request"
+    body = error_body(
+        f"{param}: {message}" if param else message, "invalid_request_error", "invalid_value", param
+    )
     body["error"]["errors"] = problems
     return JSONResponse(body, 422)
 

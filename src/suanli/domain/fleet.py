@@ -10,7 +10,7 @@ data_centers:
       - {name: "nx-910b-{i:03d}", replicas: 16, chip: Ascend 910B, count: 8, island: hccs-a}
 ```
 A node entry with ``replicas: N`` stands for N nodes named by formatting ``name`` with
-``i`` = 1..N. Errors name the row (``data_centers[0].nodes[2].chip``) and its line.
+``i`` = first..first+N-1 (``first`` defaults to 1). Errors name the row (``data_centers[0].nodes[2].chip``) and its line.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ MAX_REPLICAS = 10_000
 class FleetNodeSpec(Spec):
     name: str = Field(min_length=1, max_length=80)
     replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    first: int = Field(default=1, ge=0, description="first value of {i} with replicas")
     chip: str | None = None
     count: int = 0
     memory_gb: int | None = None
@@ -120,7 +121,7 @@ def parse_data(data: Any, lines: dict[tuple[str | int, ...], int] | None = None)
         for n, entry in enumerate(dc.nodes):
             loc: tuple[str | int, ...] = ("data_centers", d, "nodes", n)
             for name in _expand(entry, loc, lines):
-                raw = entry.model_dump(exclude={"replicas"}, exclude_unset=True)
+                raw = entry.model_dump(exclude={"replicas", "first"}, exclude_unset=True)
                 raw.update(name=name, data_center=dc.name)
                 try:
                     spec = NodeSpec.model_validate(raw)
@@ -150,7 +151,7 @@ def _expand(
     if entry.replicas is None:
         return [entry.name]
     try:
-        return [entry.name.format(i=i) for i in range(1, entry.replicas + 1)]
+        return [entry.name.format(i=i) for i in range(entry.first, entry.first + entry.replicas)]
     except (KeyError, ValueError, IndexError) as exc:
         field = (*loc, "name")
         raise ValidationError(

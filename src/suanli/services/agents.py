@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from suanli.catalog.chips import load_catalog
@@ -137,7 +138,7 @@ def mark_silent_down(session: Session, timeout_s: float, now: datetime | None = 
     downed: list[str] = []
     for node_id, name, state in stale:
         reason = f"no heartbeat for more than {timeout_s:g} s"
-        changed = session.execute(
+        changed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(NodeRow)
             .where(NodeRow.id == node_id, NodeRow.state == state)
             .values(
@@ -146,8 +147,8 @@ def mark_silent_down(session: Session, timeout_s: float, now: datetime | None = 
                 state_reason=reason,
                 state_changed_at=now,
             )
-        ).rowcount
-        if changed != 1:
+        )
+        if changed.rowcount != 1:
             continue
         session.add(
             NodeEventRow(

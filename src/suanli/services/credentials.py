@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -109,7 +111,7 @@ def authenticate(session: Session, token: str) -> Actor:
             row.tenant_id,
             tuple(row.allowed_models) if row.allowed_models is not None else None,
         )
-    kind = "admin" if row.kind == "admin" else "agent"
+    kind: Literal["admin", "agent"] = "admin" if row.kind == "admin" else "agent"
     label = row.name or str(row.id)
     return Actor(kind, f"{kind}:{label}", row.id)
 

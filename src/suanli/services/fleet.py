@@ -36,18 +36,18 @@ class ApplyResult:
 def apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
     result = ApplyResult()
     dc_rows = {r.name: r for r in datacenters.list_all(session)}
-    for spec in fleet.data_centers:
-        existing = dc_rows.get(spec.name)
+    for dc_spec in fleet.data_centers:
+        existing = dc_rows.get(dc_spec.name)
         if existing is None:
-            dc_rows[spec.name] = datacenters.create(session, actor, spec)
-            result.created_data_centers.append(spec.name)
+            dc_rows[dc_spec.name] = datacenters.create(session, actor, dc_spec)
+            result.created_data_centers.append(dc_spec.name)
             continue
         before = datacenters.snapshot(existing)
         datacenters.update(
-            session, actor, spec.name, DataCenterPatch(**spec.model_dump(exclude={"name"}))
+            session, actor, dc_spec.name, DataCenterPatch(**dc_spec.model_dump(exclude={"name"}))
         )
         if datacenters.snapshot(existing) != before:
-            result.updated_data_centers.append(spec.name)
+            result.updated_data_centers.append(dc_spec.name)
         else:
             result.unchanged_data_centers += 1
 

@@ -25,10 +25,14 @@ T = TypeVar("T")
 class NvmlLike(Protocol):
     """The part of ``pynvml`` this detector uses; tests pass an object of this shape."""
 
-    NVMLError: type[Exception]
-    NVML_TEMPERATURE_GPU: int
-    NVML_MEMORY_ERROR_TYPE_UNCORRECTED: int
-    NVML_VOLATILE_ECC: int
+    @property
+    def NVMLError(self) -> type[Exception]: ...  # noqa: N802
+    @property
+    def NVML_TEMPERATURE_GPU(self) -> int: ...  # noqa: N802
+    @property
+    def NVML_MEMORY_ERROR_TYPE_UNCORRECTED(self) -> int: ...  # noqa: N802
+    @property
+    def NVML_VOLATILE_ECC(self) -> int: ...  # noqa: N802
 
     def nvmlInit(self) -> None: ...  # noqa: N802
     def nvmlShutdown(self) -> None: ...  # noqa: N802

@@ -1,0 +1,124 @@
+"""The node agent loop: detect hardware, register, heartbeat; re-register when forgotten.
+
+Transient failures (server restarting, network) are retried with capped exponential
+backoff; a refusal that retrying cannot fix (bad token, unknown data center) stops the agent
+with the server's message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from suanli.agent.detect import HostInfo, detect_host
+from suanli.client import ApiClient, ApiError
+from suanli.domain.agent import DeviceReport, Heartbeat, Registration
+
+log = logging.getLogger("suanli.agent")
+
+
+def default_node_name(hostname: str | None = None) -> str:
+    """A valid node name from the host name: lower case, [a-z0-9.-], at most 63 chars."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", (hostname or socket.gethostname()).lower()).strip("-.")
+    return (name or "node")[:63]
+
+
+def _devices(host: HostInfo) -> list[DeviceReport]:
+    return [
+        DeviceReport(
+            index=d.index,
+            name=d.name,
+            uuid=d.uuid,
+            memory_mb=d.memory_mb,
+            health=d.health if d.health in ("ok", "warning", "critical") else "unknown",
+            temperature_c=d.temperature_c,
+            utilization_pct=d.utilization_pct,
+            ecc_errors=d.ecc_errors,
+        )
+        for d in host.devices
+    ]
+
+
+@dataclass
+class AgentConfig:
+    name: str
+    data_center: str = "local"
+    island: str = ""
+    interval_s: float | None = None  # None: use what the server says
+    max_backoff_s: float = 30.0
+
+
+class Agent:
+    def __init__(
+        self,
+        client: ApiClient,
+        config: AgentConfig,
+        detect: Callable[[], HostInfo] = detect_host,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.detect = detect
+        self.stop_event = threading.Event()
+        self.interval_s = config.interval_s or 5.0
+        self.registered = threading.Event()
+
+    def register(self) -> str:
+        host = self.detect()
+        reg = Registration(
+            name=self.config.name,
+            data_center=self.config.data_center,
+            hostname=host.hostname,
+            island=self.config.island,
+            cpu_model=host.cpu_model[:200],
+            cpu_cores=max(1, host.cpu_cores),
+            memory_mb=max(1, host.memory_mb),
+            detector=host.detector,
+            driver_version=host.driver_version,
+            devices=_devices(host),
+        )
+        reply = self.client.post("/v1/agent/register", reg.model_dump(mode="json"))
+        if self.config.interval_s is None:
+            self.interval_s = float(reply["heartbeat_interval_s"])
+        self.registered.set()
+        log.info("registered node %s (%s), state %s", reply["node"], host.detector, reply["state"])
+        return str(reply["state"])
+
+    def beat(self) -> str:
+        beat = Heartbeat(node=self.config.name, devices=_devices(self.detect()))
+        try:
+            reply = self.client.post("/v1/agent/heartbeat", beat.model_dump(mode="json"))
+        except ApiError as exc:
+            if exc.status in (404, 409, 422):  # forgotten or hardware changed: register again
+                return self.register()
+            raise
+        return str(reply["state"])
+
+    def run(self) -> None:
+        """Register, then heartbeat until ``stop()``; raises ApiError on a fatal refusal."""
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            try:
+                if not self.registered.is_set():
+                    self.register()
+                else:
+                    self.beat()
+                backoff = 1.0
+                wait = self.interval_s
+            except httpx.TransportError as exc:
+                log.warning("server unreachable (%s); retrying in %.0f s", exc, backoff)
+                wait, backoff = backoff, min(backoff * 2, self.config.max_backoff_s)
+            except ApiError as exc:
+                if exc.status in (401, 403, 404, 422):
+                    raise
+                log.warning("server answered %s; retrying in %.0f s", exc, backoff)
+                wait, backoff = backoff, min(backoff * 2, self.config.max_backoff_s)
+            self.stop_event.wait(wait)
+
+    def stop(self) -> None:
+        self.stop_event.set()

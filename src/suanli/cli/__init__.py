@@ -1,0 +1,1 @@
+"""The ``suanli`` command line (typer + rich) over the REST API."""

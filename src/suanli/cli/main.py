@@ -1,0 +1,36 @@
+"""The ``suanli`` command: every subcommand, with --help on each.
+
+Commands that talk to a server read $SUANLI_SERVER (default http://127.0.0.1:8270) and
+$SUANLI_TOKEN.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from suanli.cli.audit import audit
+from suanli.cli.chips import chips
+from suanli.cli.fleet import fleet_app
+from suanli.cli.inventory import dc_app, nodes_app
+from suanli.cli.server import agent_cmd, migrate_cmd, up
+from suanli.cli.tenants import keys_app, tenants_app, tokens_app
+
+app = typer.Typer(
+    help="suanli: one cloud over a mixed fleet of AI accelerators.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(up)
+app.command("agent")(agent_cmd)
+app.command("migrate")(migrate_cmd)
+app.command()(chips)
+app.command()(audit)
+app.add_typer(dc_app, name="dc")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tokens_app, name="tokens")
+
+if __name__ == "__main__":
+    app()

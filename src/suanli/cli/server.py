@@ -1,0 +1,161 @@
+"""`suanli up` (the whole platform in one process), `suanli agent`, `suanli migrate`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from suanli import __version__
+from suanli.agent.runner import Agent, AgentConfig, default_node_name
+from suanli.api.app import create_app
+from suanli.cli.common import console, err_console
+from suanli.client import ApiClient, ApiError
+from suanli.services import bootstrap
+from suanli.settings import Settings
+from suanli.store import migrate
+from suanli.store.db import make_engine, make_sessionmaker
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def up(
+    host: Annotated[str | None, typer.Option(help="bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port; 0 picks a free one [default: 8270]")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL [default: SQLite]")
+    ] = None,
+    home: Annotated[Path | None, typer.Option(help="state directory [default: ~/.suanli]")] = None,
+    agent: Annotated[bool, typer.Option(help="run a node agent for this machine")] = True,
+    new_admin_token: Annotated[bool, typer.Option(help="issue another admin token")] = False,
+) -> None:
+    """Start the platform: API, liveness loop and a node agent for this machine."""
+    t0 = time.perf_counter()
+    settings = _settings(host=host, port=port, database_url=database_url, home=home)
+    _quiet_libraries()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    url = settings.resolved_database_url()
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    with make_sessionmaker(engine)() as session:
+        admin_token = bootstrap.ensure_admin(session, new_admin_token)
+        bootstrap.ensure_local_data_center(session, settings.local_country)
+        agent_token = bootstrap.embedded_agent_token(session)
+        session.commit()
+    app = create_app(settings, engine)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+        )
+    )
+
+    def when_started() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.02)
+        bound = server.servers[0].sockets[0].getsockname()
+        base = f"http://{settings.host}:{bound[1]}"
+        _banner(base, url, admin_token, time.perf_counter() - t0)
+        if agent:
+            _start_embedded_agent(base, agent_token)
+
+    threading.Thread(target=when_started, name="banner", daemon=True).start()
+    server.run()
+
+
+def _quiet_libraries() -> None:
+    for name in ("httpx", "alembic", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> None:
+    safe_url = make_url(url).render_as_string(hide_password=True)
+    console.print(f"[bold green]suanli {__version__} is up[/bold green] in {seconds:.2f} s")
+    console.print(f"  API       {base}   (OpenAPI {base}/openapi.json, docs {base}/docs)")
+    console.print(f"  database  {safe_url}")
+    if admin_token:
+        console.print("  operator admin token (shown once, stored hashed):")
+        print(f"    {admin_token}", flush=True)
+        print(f"  export SUANLI_SERVER={base} SUANLI_TOKEN={admin_token}", flush=True)
+    else:
+        console.print(
+            "  an admin token exists already; `suanli up --new-admin-token` issues another"
+        )
+        print(f"  export SUANLI_SERVER={base}", flush=True)
+
+
+def _start_embedded_agent(base: str, token: str) -> None:
+    client = ApiClient(base, token)
+    node = Agent(client, AgentConfig(name=default_node_name(), data_center=bootstrap.LOCAL_DC))
+
+    def run() -> None:
+        try:
+            node.run()
+        except ApiError as exc:
+            err_console.print(f"[red]embedded agent stopped:[/red] {exc}")
+
+    threading.Thread(target=run, name="agent", daemon=True).start()
+
+
+def agent_cmd(
+    server: Annotated[str, typer.Option(envvar="SUANLI_SERVER", help="control-plane URL")],
+    token: Annotated[str, typer.Option(envvar="SUANLI_AGENT_TOKEN", help="agent or admin token")],
+    name: Annotated[str | None, typer.Option(help="node name [default: host name]")] = None,
+    data_center: Annotated[str, typer.Option(help="data center of this node")] = "local",
+    island: Annotated[
+        str, typer.Option(help="interconnect island (rack, NVLink/HCCS domain)")
+    ] = "",
+    interval: Annotated[float | None, typer.Option(help="heartbeat seconds [server's]")] = None,
+    once: Annotated[bool, typer.Option(help="register, send one heartbeat, exit")] = False,
+) -> None:
+    """Run the node agent: detect hardware, register this node, heartbeat."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _quiet_libraries()
+    config = AgentConfig(
+        name=name or default_node_name(),
+        data_center=data_center,
+        island=island,
+        interval_s=interval,
+    )
+    with ApiClient(server, token) as client:
+        node = Agent(client, config)
+        try:
+            if once:
+                state = node.register()
+                state = node.beat()
+                console.print(f"node {config.name}: {state}")
+                return
+            node.run()
+        except ApiError as exc:
+            err_console.print(f"[red]agent stopped:[/red] {exc}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            node.stop()
+
+
+def migrate_cmd(
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL [default: SQLite]")
+    ] = None,
+) -> None:
+    """Bring the database schema to the latest version (Alembic)."""
+    settings = _settings(database_url=database_url)
+    engine = make_engine(settings.resolved_database_url())
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine)
+    console.print(f"schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
