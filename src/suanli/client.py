@@ -24,14 +24,17 @@ class ApiError(Exception):
 
 class ApiClient:
     def __init__(
-        self, server: str, token: str | None, timeout: float = 60.0, transport: Any = None
+        self,
+        server: str,
+        token: str | None,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
     ) -> None:
-        headers = {"user-agent": f"suanli/{__version__}"}
+        """``http`` replaces the network client (tests pass an in-process one)."""
+        self._http = http or httpx.Client(base_url=server.rstrip("/"), timeout=timeout)
+        self._http.headers["user-agent"] = f"suanli/{__version__}"
         if token:
-            headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport
-        )
+            self._http.headers["authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
         self._http.close()

@@ -119,7 +119,9 @@ def _update_node(
     if hardware_changed:
         row.chip = spec.chip
         row.accelerator_count = spec.count
-        row.accelerators = nodes.accelerator_rows(spec.chip, spec.count, spec.memory_gb)
+        row.accelerators.clear()
+        session.flush()  # delete the old rows before their (node, index) is reused
+        row.accelerators.extend(nodes.accelerator_rows(spec.chip, spec.count, spec.memory_gb))
     row.data_center = dc
     row.island = spec.island
     if spec.cpu_cores is not None:

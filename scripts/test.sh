@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, then pytest on SQLite and on a real PostgreSQL server
+# started here on 127.0.0.1 (installed from Debian packages when missing; needs root then).
+# Called by `./run test` and by .ci/run. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv
+
+find_pg_bin() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+    done
+    return 1
+}
+
+PG_BIN=$(find_pg_bin || true)
+if [ -z "$PG_BIN" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing PostgreSQL (Debian package) ..." >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq postgresql >/dev/null
+        PG_BIN=$(find_pg_bin)
+    else
+        echo "PostgreSQL server binaries not found; install the 'postgresql' package" >&2
+        exit 1
+    fi
+fi
+
+PG_DIR=$(mktemp -d /tmp/suanli-pg.XXXXXX)
+PG_PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$PG_DIR"
+fi
+stop_pg() {
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+}
+trap stop_pg EXIT
+as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=200" start >/dev/null
+export SUANLI_TEST_PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT" >&2
+
+echo "ruff ..." >&2
+"$VENV/bin/ruff" check src tests bench
+"$VENV/bin/ruff" format --check src tests bench >/dev/null || {
+    "$VENV/bin/ruff" format --diff src tests bench | head -50; exit 1; }
+echo "mypy ..." >&2
+"$VENV/bin/mypy"
+echo "pytest ..." >&2
+"$VENV/bin/pytest" "$@"
