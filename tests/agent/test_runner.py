@@ -138,7 +138,8 @@ def test_unhealthy_device_is_reported(api: Api, dc: str) -> None:
     )
     agent.register()
     health = [a["health"] for a in api.client.get("/v1/nodes/atlas-01").json()["accelerators"]]
-    assert health[3] == "critical" and health.count("ok") == 7
+    assert health[3] == "critical"
+    assert health.count("ok") == 7
 
 
 def test_default_node_name_is_valid() -> None:

@@ -29,8 +29,10 @@ def test_example_imports_and_reapplies_idempotently(api: Api) -> None:
     assert (status, first["created_nodes"], len(first["created_data_centers"])) == (200, 30, 3)
     audit_count = len(api.client.get("/v1/audit", params={"limit": 1000}).json())
     status, second = _apply(api, text)
-    assert second["created_nodes"] == 0 and second["updated_nodes"] == []
-    assert second["unchanged_nodes"] == 30 and second["unchanged_data_centers"] == 3
+    assert second["created_nodes"] == 0
+    assert second["updated_nodes"] == []
+    assert second["unchanged_nodes"] == 30
+    assert second["unchanged_data_centers"] == 3
     assert len(api.client.get("/v1/audit", params={"limit": 1000}).json()) == audit_count
     dcs = {d["name"]: d for d in api.client.get("/v1/data-centers").json()}
     assert dcs["nx-zhongwei"]["owner_type"] == "state"
@@ -99,23 +101,26 @@ data_centers:
     changed = base.replace("state: ready}", "state: registered}").replace(
         "a-2, chip: H20, count: 8", "a-2, chip: H20, count: 2"
     )
-    status, body = _apply(api, changed)
+    status, _body = _apply(api, changed)
     assert status == 409
     assert api.client.get("/v1/nodes/a-2").json()["count"] == 8
 
 
 def test_not_yaml_and_wrong_shapes(api: Api) -> None:
     status, body = _apply(api, "data_centers: [\n  {name: a,\n")
-    assert status == 422 and body["error"]["line"] is not None
+    assert status == 422
+    assert body["error"]["line"] is not None
     status, body = _apply(api, "just a string")
     assert status == 422
     status, body = _apply(api, "data_centers: []")
-    assert status == 422 and body["error"]["param"] == "data_centers"
+    assert status == 422
+    assert body["error"]["param"] == "data_centers"
     status, body = _apply(
         api,
         "data_centers:\n  - {name: a, country: CN, owner_type: state, nodes: [{name: x, replicas: 2, chip: H20, count: 1}]}\n",
     )
-    assert status == 422 and "{i}" in body["error"]["message"]
+    assert status == 422
+    assert "{i}" in body["error"]["message"]
 
 
 def test_duplicate_names_in_file(api: Api) -> None:

@@ -74,9 +74,11 @@ def test_lifecycle_only_legal_moves_with_reasons(api: Api, dc: str) -> None:
     assert move("quarantined") == 200
     assert move("ready") == 409  # only re-qualifying leaves quarantine
     r = api.client.post("/v1/nodes/n/state", json={"state": "qualifying", "reason": ""})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "reason"
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "reason"
     r = api.client.post("/v1/nodes/n/state", json={"state": "sleeping", "reason": "x"})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "state"
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "state"
     events = api.client.get("/v1/nodes/n/events").json()
     assert [e["to_state"] for e in reversed(events)] == [
         "registered",

@@ -65,4 +65,5 @@ def test_revoked_key_stops_working(api: Api) -> None:
 
 def test_bad_tenant_country(api: Api) -> None:
     r = api.client.post("/v1/tenants", json={"name": "x", "country": "ZZ"})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "country"
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "country"

@@ -10,7 +10,8 @@ data_centers:
       - {name: "nx-910b-{i:03d}", replicas: 16, chip: Ascend 910B, count: 8, island: hccs-a}
 ```
 A node entry with ``replicas: N`` stands for N nodes named by formatting ``name`` with
-``i`` = first..first+N-1 (``first`` defaults to 1). Errors name the row (``data_centers[0].nodes[2].chip``) and its line.
+``i`` = first..first+N-1 (``first`` defaults to 1). Errors name the row
+(``data_centers[0].nodes[2].chip``) and its line.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def set_state(session: Session, actor: Actor, row: NodeRow, target: NodeState, r
     current = NodeState(row.state)
     if current is target:
         return
-    check_transition(row.name, current, target)
+    previous = NodeState(row.previous_state) if row.previous_state else None
+    check_transition(row.name, current, target, previous)
     before = {"state": row.state, "reason": row.state_reason}
     row.previous_state = current.value
     row.state = target.value
