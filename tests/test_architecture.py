@@ -20,7 +20,17 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"catalog", "domain", "store", "services", "api", "agent", "client", "importers"},
 }
 LEAVES = {"errors", "settings", "__init__"}  # dependency-free modules anyone may use
-SHELL_LIBRARIES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "httpx", "typer", "rich", "psycopg"}
+SHELL_LIBRARIES = {
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "httpx",
+    "typer",
+    "rich",
+    "psycopg",
+}
 PURE = {"catalog", "domain", "importers"}
 
 

@@ -11,7 +11,9 @@ HEAD = "data_centers:\n  - name: a\n    country: CN\n    owner_type: state\n    
 
 
 def test_replicas_expand_with_first() -> None:
-    fleet = parse_text(HEAD + '      - {name: "g-{i:02d}", replicas: 3, first: 9, chip: "910B", count: 8}\n')
+    fleet = parse_text(
+        HEAD + '      - {name: "g-{i:02d}", replicas: 3, first: 9, chip: "910B", count: 8}\n'
+    )
     assert [n.name for n in fleet.nodes] == ["g-09", "g-10", "g-11"]
     assert {n.chip for n in fleet.nodes} == {"Ascend 910B"}
 
@@ -22,7 +24,11 @@ def test_replicas_expand_with_first() -> None:
         ("{name: x, chip: H20, count: 100}", "data_centers[0].nodes[0].count", 6),
         ("{name: x, chip: H20}", "data_centers[0].nodes[0]", 6),
         ("{name: x, chip: H20, count: 1, colour: red}", "data_centers[0].nodes[0].colour", 6),
-        ('{name: "x-{i}-{j}", replicas: 2, chip: H20, count: 1}', "data_centers[0].nodes[0].name", 6),
+        (
+            '{name: "x-{i}-{j}", replicas: 2, chip: H20, count: 1}',
+            "data_centers[0].nodes[0].name",
+            6,
+        ),
     ],
 )
 def test_errors_point_at_the_row(row: str, field: str, line: int) -> None:

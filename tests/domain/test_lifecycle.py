@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,7 +22,7 @@ S = NodeState
 
 def test_the_documented_path_is_legal() -> None:
     path = [S.REGISTERED, S.QUALIFYING, S.READY, S.DRAINING, S.READY, S.DRAINING, S.QUARANTINED]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         check_transition("n", a, b)
 
 

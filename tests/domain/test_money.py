@@ -18,7 +18,9 @@ def test_round_trip_through_micros_is_exact(amount: Decimal) -> None:
     assert Money.from_micros(m.micros, "CNY").amount == amount
 
 
-@pytest.mark.parametrize("bad", [1.5, True, "abc", "-1", "NaN", "Infinity", "0.0000001", None, "1e13"])
+@pytest.mark.parametrize(
+    "bad", [1.5, True, "abc", "-1", "NaN", "Infinity", "0.0000001", None, "1e13"]
+)
 def test_refused(bad: object) -> None:
     with pytest.raises(ValidationError) as info:
         parse_amount(bad, "price")

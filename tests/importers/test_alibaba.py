@@ -11,7 +11,14 @@ from suanli.errors import ValidationError
 from suanli.importers import alibaba
 
 DC = {"name": "ali", "country": "CN", "owner_type": "private"}
-REAL = Path(__file__).parents[3] / "shared" / "data" / "traces" / "alibaba-spot-2026" / "node_info_df.csv"
+REAL = (
+    Path(__file__).parents[3]
+    / "shared"
+    / "data"
+    / "traces"
+    / "alibaba-spot-2026"
+    / "node_info_df.csv"
+)
 
 SLICE = """gpu_model,gpu_capacity_num,cpu_num,node_name
 H800,8,192,0
