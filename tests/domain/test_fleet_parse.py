@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from suanli.domain.fleet import format_path, parse_text
+from suanli.domain.fleet import parse_text
+from suanli.domain.yamldoc import format_path
 from suanli.errors import ValidationError
 
 HEAD = "data_centers:\n  - name: a\n    country: CN\n    owner_type: state\n    nodes:\n"

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from suanli import errors
-from suanli.domain.fleet import format_path
+from suanli.domain.yamldoc import format_path
 
 STATUS: list[tuple[type[errors.SuanliError], int, str]] = [
     (errors.ValidationError, 422, "invalid_request_error"),

@@ -150,7 +150,8 @@ def nodes_show(name: str, as_json: bool = JsonOpt) -> None:
     console.print(
         f"[bold]{node['name']}[/bold] in {node['data_center']}: {node['count']} x "
         f"{node['chip'] or 'no accelerator'}, state [bold]{node['state']}[/bold] "
-        f"({node['state_reason']}), detector={node['detector'] or '-'}, host={node['hostname'] or '-'}"
+        f"({node['state_reason']}), detector={node['detector'] or '-'}, "
+        f"host={node['hostname'] or '-'}"
     )
     table(
         "accelerators",

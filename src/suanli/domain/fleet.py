@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
-import yaml
 from pydantic import Field, model_validator
 
 from suanli.domain.specs import DataCenterSpec, NodeSpec, Spec
+from suanli.domain.yamldoc import Lines, format_path, line_for, parse_yaml, validate
 from suanli.errors import ValidationError
 
 MAX_REPLICAS = 10_000
@@ -63,57 +62,14 @@ class ParsedFleet:
         self.nodes = nodes
 
 
-def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
-    """Path of every YAML node -> its 1-based line."""
-    out: dict[tuple[str | int, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        out[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                out[(*path, str(key.value))] = key.start_mark.line + 1
-                walk(value, (*path, str(key.value)))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return out
-
-
-def format_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return None
-
-
 def parse_text(text: str) -> ParsedFleet:
-    try:
-        data = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ValidationError(f"fleet file is not valid YAML: {exc}", None, line) from None
+    data, lines = parse_yaml(text, "fleet file")
     return parse_data(data, lines)
 
 
-def parse_data(data: Any, lines: dict[tuple[str | int, ...], int] | None = None) -> ParsedFleet:
+def parse_data(data: Any, lines: Lines | None = None) -> ParsedFleet:
     lines = lines or {}
-    try:
-        fleet = FleetSpec.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise _first_error(exc, (), lines) from None
+    fleet = validate(FleetSpec, data, lines)
     dcs: list[DataCenterSpec] = []
     nodes: list[NodeSpec] = []
     where: dict[str, str] = {}
@@ -124,15 +80,12 @@ def parse_data(data: Any, lines: dict[tuple[str | int, ...], int] | None = None)
             for name in _expand(entry, loc, lines):
                 raw = entry.model_dump(exclude={"replicas", "first"}, exclude_unset=True)
                 raw.update(name=name, data_center=dc.name)
-                try:
-                    spec = NodeSpec.model_validate(raw)
-                except pydantic.ValidationError as exc:
-                    raise _first_error(exc, loc, lines) from None
+                spec = validate(NodeSpec, raw, lines, loc)
                 if spec.name in where:
                     raise ValidationError(
                         f"node {spec.name!r} is declared twice (also at {where[spec.name]})",
                         format_path(loc),
-                        _line_for(lines, loc),
+                        line_for(lines, loc),
                     )
                 where[spec.name] = format_path(loc)
                 nodes.append(spec)
@@ -141,14 +94,12 @@ def parse_data(data: Any, lines: dict[tuple[str | int, ...], int] | None = None)
         if names.index(name) != d:
             loc = ("data_centers", d, "name")
             raise ValidationError(
-                f"data center {name!r} is declared twice", format_path(loc), _line_for(lines, loc)
+                f"data center {name!r} is declared twice", format_path(loc), line_for(lines, loc)
             )
     return ParsedFleet(dcs, nodes)
 
 
-def _expand(
-    entry: FleetNodeSpec, loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]
-) -> list[str]:
+def _expand(entry: FleetNodeSpec, loc: tuple[str | int, ...], lines: Lines) -> list[str]:
     if entry.replicas is None:
         return [entry.name]
     try:
@@ -156,19 +107,5 @@ def _expand(
     except (KeyError, ValueError, IndexError) as exc:
         field = (*loc, "name")
         raise ValidationError(
-            f"bad name pattern {entry.name!r}: {exc}", format_path(field), _line_for(lines, field)
+            f"bad name pattern {entry.name!r}: {exc}", format_path(field), line_for(lines, field)
         ) from None
-
-
-def _first_error(
-    exc: pydantic.ValidationError,
-    prefix: tuple[str | int, ...],
-    lines: dict[tuple[str | int, ...], int],
-) -> ValidationError:
-    err = exc.errors()[0]
-    loc = (*prefix, *err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
-    return ValidationError(
-        f"{format_path(loc)}: {msg}{more}", format_path(loc), _line_for(lines, loc)
-    )

@@ -1,0 +1,76 @@
+"""YAML documents validated by pydantic models, with errors that name the field and line."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+
+from suanli.errors import ValidationError
+
+Loc = tuple[str | int, ...]
+Lines = dict[Loc, int]
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def format_path(loc: Loc) -> str:
+    """("data_centers", 1, "nodes", 0, "chip") -> "data_centers[1].nodes[0].chip"."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_for(lines: Lines, loc: Loc) -> int | None:
+    """The line of ``loc``, or of its nearest parent that has one."""
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None
+
+
+def _line_map(root: yaml.Node | None) -> Lines:
+    out: Lines = {}
+
+    def walk(node: yaml.Node, path: Loc) -> None:
+        out[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                out[(*path, str(key.value))] = key.start_mark.line + 1
+                walk(value, (*path, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+def parse_yaml(text: str, what: str) -> tuple[Any, Lines]:
+    """Parse ``text``; a syntax error names its line."""
+    try:
+        return yaml.safe_load(text), _line_map(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ValidationError(f"{what} is not valid YAML: {exc}", None, line) from None
+
+
+def error_at(message: str, loc: Loc, lines: Lines) -> ValidationError:
+    return ValidationError(message, format_path(loc) or None, line_for(lines, loc))
+
+
+def validate(model: type[M], data: Any, lines: Lines, prefix: Loc = ()) -> M:
+    """``model.model_validate(data)``; the first error names its field and line."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = (*prefix, *err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
+        where = format_path(loc)
+        text = f"{where}: {msg}{more}" if where else f"{msg}{more}"
+        raise error_at(text, loc, lines) from None
