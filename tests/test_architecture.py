@@ -12,12 +12,13 @@ ALLOWED: dict[str, set[str]] = {
     "catalog": set(),
     "domain": {"catalog"},
     "importers": {"catalog", "domain"},
+    "policy": {"catalog", "domain"},
     "store": {"domain"},
-    "services": {"catalog", "domain", "store"},
+    "services": {"catalog", "domain", "policy", "store"},
     "agent": {"catalog", "domain", "client"},
     "client": set(),
-    "api": {"catalog", "domain", "store", "services"},
-    "cli": {"catalog", "domain", "store", "services", "api", "agent", "client", "importers"},
+    "api": {"catalog", "domain", "policy", "store", "services"},
+    "cli": {"catalog", "domain", "policy", "store", "services", "api", "agent", "client", "importers"},
 }
 LEAVES = {"errors", "settings", "__init__"}  # dependency-free modules anyone may use
 SHELL_LIBRARIES = {
@@ -31,7 +32,7 @@ SHELL_LIBRARIES = {
     "rich",
     "psycopg",
 }
-PURE = {"catalog", "domain", "importers"}
+PURE = {"catalog", "domain", "importers", "policy"}
 
 
 def _imports(path: Path) -> set[str]:

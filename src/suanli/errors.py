@@ -9,9 +9,11 @@ SuanliError
 │   └── UnknownChipError       a chip name not in the catalog, with suggestions    -> 422
 ├── NotFoundError              a named resource does not exist                     -> 404
 ├── ConflictError              duplicate name, or a state that forbids the action  -> 409
-│   └── IllegalTransitionError a node lifecycle change that is not allowed         -> 409
+│   ├── IllegalTransitionError a node lifecycle change that is not allowed         -> 409
+│   └── PolicyConflictError    a fleet change a compliance rule forbids            -> 409
 ├── AuthenticationError        missing or wrong credential                         -> 401
 ├── PermissionDeniedError      a valid credential without the right                -> 403
+│   └── PolicyDeniedError      a placement or export a compliance rule forbids     -> 403
 └── CatalogError               a packaged data file is broken (a bug, not input)   -> 500
 """
 
@@ -82,12 +84,48 @@ class IllegalTransitionError(ConflictError):
         self.allowed = list(allowed)
 
 
+class PolicyRefusal:
+    """Mixin of the two policy errors: the refusing rules, what was refused, by whom."""
+
+    rules: list[str]
+    refusals: list[dict[str, str]]  # {"rule", "kind", "sentence"}
+    subject: str
+    actor: str
+
+    def _init_refusal(self, subject: str, actor: str, refusals: Sequence[dict[str, str]]) -> None:
+        self.subject = subject
+        self.actor = actor
+        self.refusals = list(refusals)
+        self.rules = sorted({r["rule"] for r in refusals})
+
+
+def _policy_message(subject: str, refusals: Sequence[dict[str, str]]) -> str:
+    reasons = "; ".join(f"[{r['rule']}] {r['sentence']}" for r in refusals)
+    return f"{subject} refused by compliance rules: {reasons}"
+
+
+class PolicyConflictError(ConflictError, PolicyRefusal):
+    code = "policy_violation"
+
+    def __init__(self, subject: str, actor: str, refusals: Sequence[dict[str, str]]) -> None:
+        super().__init__(_policy_message(subject, refusals))
+        self._init_refusal(subject, actor, refusals)
+
+
 class AuthenticationError(SuanliError):
     code = "invalid_credential"
 
 
 class PermissionDeniedError(SuanliError):
     code = "permission_denied"
+
+
+class PolicyDeniedError(PermissionDeniedError, PolicyRefusal):
+    code = "policy_denied"
+
+    def __init__(self, subject: str, actor: str, refusals: Sequence[dict[str, str]]) -> None:
+        super().__init__(_policy_message(subject, refusals))
+        self._init_refusal(subject, actor, refusals)
 
 
 class CatalogError(SuanliError):

@@ -33,7 +33,7 @@ def atlas() -> HostInfo:
 
 @pytest.fixture
 def dc(api: Api) -> str:
-    api.client.post("/v1/data-centers", json={"name": "nx", "country": "CN", "owner_type": "state"})
+    api.client.post("/v1/data-centers", json={"name": "nx", "country": "CN", "owner_type": "private"})
     return "nx"
 
 

@@ -125,7 +125,7 @@ def test_money_keeps_micro_precision(api: Api) -> None:
 
 
 def test_delete_refuses_while_nodes_remain(api: Api) -> None:
-    api.client.post("/v1/data-centers", json=NX)
+    api.client.post("/v1/data-centers", json={**NX, "owner_type": "private"})
     api.client.post(
         "/v1/nodes", json={"name": "n1", "data_center": "nx-zhongwei", "chip": "H20", "count": 8}
     )

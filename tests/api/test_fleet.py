@@ -50,7 +50,7 @@ def test_one_bad_row_applies_nothing_and_names_row_and_line(api: Api) -> None:
 data_centers:
   - name: a
     country: CN
-    owner_type: state
+    owner_type: private
     nodes:
       - {name: a-1, chip: H20, count: 8}
       - {name: a-2, chip: H20, count: 8}
@@ -71,7 +71,7 @@ def test_update_changes_only_what_differs(api: Api) -> None:
 data_centers:
   - name: a
     country: CN
-    owner_type: state
+    owner_type: private
     nodes:
       - {name: "a-{i}", replicas: 3, chip: H20, count: 8, island: x}
 """
@@ -92,7 +92,7 @@ def test_illegal_state_in_file_is_409_and_applies_nothing(api: Api) -> None:
 data_centers:
   - name: a
     country: CN
-    owner_type: state
+    owner_type: private
     nodes:
       - {name: a-1, chip: H20, count: 8, state: ready}
       - {name: a-2, chip: H20, count: 8}
@@ -117,7 +117,7 @@ def test_not_yaml_and_wrong_shapes(api: Api) -> None:
     assert body["error"]["param"] == "data_centers"
     status, body = _apply(
         api,
-        "data_centers:\n  - {name: a, country: CN, owner_type: state, nodes: [{name: x, replicas: 2, chip: H20, count: 1}]}\n",
+        "data_centers:\n  - {name: a, country: CN, owner_type: private, nodes: [{name: x, replicas: 2, chip: H20, count: 1}]}\n",
     )
     assert status == 422
     assert "{i}" in body["error"]["message"]
@@ -128,7 +128,7 @@ def test_duplicate_names_in_file(api: Api) -> None:
 data_centers:
   - name: a
     country: CN
-    owner_type: state
+    owner_type: private
     nodes:
       - {name: "n-{i}", replicas: 2, chip: H20, count: 8}
       - {name: n-2, chip: H20, count: 8}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from suanli.domain.actor import Actor
@@ -61,6 +61,14 @@ def _agent(caller: Caller) -> Actor:
 
 
 Admin = Annotated[Actor, Depends(_admin)]
+OverrideReason = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=2000,
+        description="push through a change a domestic-share rule refuses; logged and audited",
+    ),
+]
 AgentCaller = Annotated[Actor, Depends(_agent)]
 
 

@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from suanli import errors
 from suanli.domain.yamldoc import format_path
+from suanli.services import compliance
 
 STATUS: list[tuple[type[errors.SuanliError], int, str]] = [
     (errors.ValidationError, 422, "invalid_request_error"),
@@ -40,7 +42,14 @@ def _for(exc: errors.SuanliError) -> tuple[int, str]:
     return 500, "server_error"
 
 
-async def _suanli(_request: Request, exc: Exception) -> JSONResponse:
+def _log_refusal(request: Request, exc: errors.PolicyRefusal) -> None:
+    """The request's transaction was rolled back; the refusal is recorded in its own."""
+    with request.app.state.sessionmaker() as session:
+        compliance.log_decisions(session, exc.subject, exc.actor, exc.refusals)
+        session.commit()
+
+
+async def _suanli(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.SuanliError)
     status, type_ = _for(exc)
     extra: dict[str, Any] = {}
@@ -51,6 +60,10 @@ async def _suanli(_request: Request, exc: Exception) -> JSONResponse:
             extra["line"] = exc.line
     if isinstance(exc, errors.UnknownChipError):
         extra["suggestions"] = exc.suggestions
+    if isinstance(exc, errors.PolicyRefusal):
+        extra["rules"] = exc.rules
+        extra["refusals"] = exc.refusals
+        await run_in_threadpool(_log_refusal, request, exc)
     headers = {"www-authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
         error_body(exc.message, type_, exc.code, param, **extra), status, headers=headers

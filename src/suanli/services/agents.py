@@ -13,8 +13,8 @@ from suanli.domain.actor import SYSTEM, Actor
 from suanli.domain.agent import DeviceReport, Heartbeat, Registration
 from suanli.domain.lifecycle import NodeState, return_from_down
 from suanli.errors import ConflictError, ValidationError
-from suanli.services import audit, datacenters, nodes
-from suanli.store.tables import AcceleratorRow, NodeEventRow, NodeRow
+from suanli.services import audit, compliance, datacenters, nodes
+from suanli.store.tables import AcceleratorRow, DataCenterRow, NodeEventRow, NodeRow
 from suanli.store.types import utcnow
 
 
@@ -51,8 +51,23 @@ def _sync_devices(row: NodeRow, chip: str | None, devices: list[DeviceReport]) -
 def register(session: Session, actor: Actor, reg: Registration) -> NodeRow:
     chip = _chip_of(reg.devices)
     dc = datacenters.get(session, reg.data_center)
+    subject = f"registration of node {reg.name} in {dc.name}"
+    with compliance.fleet_guard(session, actor, subject, {dc.name}):
+        row, before = _upsert(session, actor, reg, chip, dc)
+    if NodeState(row.state) is NodeState.DOWN:
+        _revive(session, actor, row)
+    after = nodes.snapshot(row)
+    if after != before:
+        audit.record(session, actor, "register", "node", row.name, before=before, after=after)
+    return row
+
+
+def _upsert(
+    session: Session, actor: Actor, reg: Registration, chip: str | None, dc: DataCenterRow
+) -> tuple[NodeRow, dict[str, Any] | None]:
+    """Create or update the node as the agent describes it; returns it and its old snapshot."""
     row = session.scalar(select(NodeRow).where(NodeRow.name == reg.name))
-    now = utcnow()
+    before: dict[str, Any] | None = None
     if row is None:
         row = NodeRow(
             name=reg.name,
@@ -71,7 +86,6 @@ def register(session: Session, actor: Actor, reg: Registration) -> NodeRow:
                 actor=actor.name,
             )
         )
-        before = None
     else:
         if row.data_center_id != dc.id:
             raise ConflictError(
@@ -88,15 +102,10 @@ def register(session: Session, actor: Actor, reg: Registration) -> NodeRow:
     row.detector = reg.detector
     row.driver_version = reg.driver_version
     row.agent_managed = True
-    row.last_heartbeat_at = now
+    row.last_heartbeat_at = utcnow()
     _sync_devices(row, chip, reg.devices)
     session.flush()
-    if NodeState(row.state) is NodeState.DOWN:
-        _revive(session, actor, row)
-    after = nodes.snapshot(row)
-    if after != before:
-        audit.record(session, actor, "register", "node", row.name, before=before, after=after)
-    return row
+    return row, before
 
 
 def heartbeat(session: Session, actor: Actor, beat: Heartbeat) -> NodeRow:

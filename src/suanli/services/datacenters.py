@@ -11,7 +11,7 @@ from suanli.domain.actor import Actor
 from suanli.domain.money import Money
 from suanli.domain.specs import ChipCostSpec, DataCenterPatch, DataCenterSpec
 from suanli.errors import ConflictError, NotFoundError
-from suanli.services import audit
+from suanli.services import audit, compliance
 from suanli.store.tables import ChipCostRow, DataCenterRow, NodeRow
 
 
@@ -94,20 +94,34 @@ def create(session: Session, actor: Actor, spec: DataCenterSpec) -> DataCenterRo
     return row
 
 
-def update(session: Session, actor: Actor, name: str, patch: DataCenterPatch) -> DataCenterRow:
+def update(
+    session: Session,
+    actor: Actor,
+    name: str,
+    patch: DataCenterPatch,
+    override_reason: str | None = None,
+) -> DataCenterRow:
     row = get(session, name)
+    subject = f"change of data center {name}"
+    with compliance.fleet_guard(session, actor, subject, {name}, override_reason):
+        apply_patch(session, actor, row, patch)
+    return row
+
+
+def apply_patch(session: Session, actor: Actor, row: DataCenterRow, patch: DataCenterPatch) -> bool:
+    """Change ``row`` as ``patch`` says (no compliance check); True if anything changed."""
     before = snapshot(row)
-    fields = patch.model_dump(exclude_unset=True, exclude={"costs"})
-    for key, value in fields.items():
+    for key, value in patch.model_dump(exclude_unset=True, exclude={"costs"}).items():
         if value is not None:
             setattr(row, key, value)
     if patch.costs is not None:
         _replace_costs(session, row, patch.costs)
     after = snapshot(row)
-    if after != before:
-        session.flush()
-        audit.record(session, actor, "update", "data_center", row.name, before=before, after=after)
-    return row
+    if after == before:
+        return False
+    session.flush()
+    audit.record(session, actor, "update", "data_center", row.name, before=before, after=after)
+    return True
 
 
 def _replace_costs(session: Session, row: DataCenterRow, costs: list[ChipCostSpec]) -> None:

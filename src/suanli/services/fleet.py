@@ -17,7 +17,7 @@ from suanli.domain.fleet import ParsedFleet
 from suanli.domain.lifecycle import NodeState
 from suanli.domain.specs import DataCenterPatch, NodeSpec
 from suanli.errors import ConflictError
-from suanli.services import audit, datacenters, nodes
+from suanli.services import audit, compliance, datacenters, nodes
 from suanli.store.tables import DataCenterRow, NodeEventRow, NodeRow
 
 FLEET_REASON = "fleet file"
@@ -33,7 +33,15 @@ class ApplyResult:
     unchanged_nodes: int = 0
 
 
-def apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
+def apply(
+    session: Session, actor: Actor, fleet: ParsedFleet, override_reason: str | None = None
+) -> ApplyResult:
+    """Apply ``fleet``; refused as a whole if it breaks a domestic-share rule."""
+    with compliance.fleet_guard(session, actor, "fleet file", None, override_reason):
+        return _apply(session, actor, fleet)
+
+
+def _apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
     result = ApplyResult()
     dc_rows = {r.name: r for r in datacenters.list_all(session)}
     for dc_spec in fleet.data_centers:
@@ -42,11 +50,8 @@ def apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
             dc_rows[dc_spec.name] = datacenters.create(session, actor, dc_spec)
             result.created_data_centers.append(dc_spec.name)
             continue
-        before = datacenters.snapshot(existing)
-        datacenters.update(
-            session, actor, dc_spec.name, DataCenterPatch(**dc_spec.model_dump(exclude={"name"}))
-        )
-        if datacenters.snapshot(existing) != before:
+        patch = DataCenterPatch(**dc_spec.model_dump(exclude={"name"}))
+        if datacenters.apply_patch(session, actor, existing, patch):
             result.updated_data_centers.append(dc_spec.name)
         else:
             result.unchanged_data_centers += 1

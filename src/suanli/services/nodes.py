@@ -13,7 +13,7 @@ from suanli.domain.actor import Actor
 from suanli.domain.lifecycle import NodeState, check_transition
 from suanli.domain.specs import NodePatch, NodeSpec
 from suanli.errors import ConflictError, NotFoundError
-from suanli.services import audit, datacenters
+from suanli.services import audit, compliance, datacenters
 from suanli.store.tables import AcceleratorRow, DataCenterRow, NodeEventRow, NodeRow
 from suanli.store.types import utcnow
 
@@ -76,30 +76,34 @@ def accelerator_rows(chip: str | None, count: int, memory_gb: int | None) -> lis
 
 
 def create(
-    session: Session, actor: Actor, spec: NodeSpec, dc_row: DataCenterRow | None = None
+    session: Session,
+    actor: Actor,
+    spec: NodeSpec,
+    override_reason: str | None = None,
 ) -> NodeRow:
-    dc = dc_row or datacenters.get(session, spec.data_center)
+    dc = datacenters.get(session, spec.data_center)
     if session.scalar(select(NodeRow.id).where(NodeRow.name == spec.name)) is not None:
         raise ConflictError(f"node {spec.name!r} already exists")
-    row = NodeRow(
-        name=spec.name,
-        data_center=dc,
-        chip=spec.chip,
-        accelerator_count=spec.count,
-        island=spec.island,
-        cpu_cores=spec.cpu_cores,
-        memory_mb=spec.memory_mb,
-        state=spec.state.value,
-        state_reason="created",
-        accelerators=accelerator_rows(spec.chip, spec.count, spec.memory_gb),
-    )
-    session.add(row)
-    session.flush()
-    session.add(
-        NodeEventRow(
-            node_id=row.id, from_state=None, to_state=row.state, reason="created", actor=actor.name
+    subject = f"node {spec.name} in {dc.name}"
+    with compliance.fleet_guard(session, actor, subject, {dc.name}, override_reason):
+        row = NodeRow(
+            name=spec.name,
+            data_center=dc,
+            chip=spec.chip,
+            accelerator_count=spec.count,
+            island=spec.island,
+            cpu_cores=spec.cpu_cores,
+            memory_mb=spec.memory_mb,
+            state=spec.state.value,
+            state_reason="created",
+            accelerators=accelerator_rows(spec.chip, spec.count, spec.memory_gb),
         )
-    )
+        session.add(row)
+        session.add(
+            NodeEventRow(
+                node=row, from_state=None, to_state=row.state, reason="created", actor=actor.name
+            )
+        )
     audit.record(session, actor, "create", "node", row.name, after=snapshot(row, dc.name))
     return row
 
@@ -150,11 +154,12 @@ def set_state(session: Session, actor: Actor, row: NodeRow, target: NodeState, r
     )
 
 
-def delete(session: Session, actor: Actor, name: str) -> None:
+def delete(session: Session, actor: Actor, name: str, override_reason: str | None = None) -> None:
     row = get(session, name)
     before = snapshot(row)
-    session.delete(row)
-    session.flush()
+    dc = row.data_center.name
+    with compliance.fleet_guard(session, actor, f"removal of node {name}", {dc}, override_reason):
+        session.delete(row)
     audit.record(session, actor, "delete", "node", name, before=before)
 
 

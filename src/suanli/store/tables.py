@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -195,3 +196,109 @@ class AuditRow(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     request_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+class RuleSetRow(Base):
+    """A compliance rule set as uploaded (YAML text kept verbatim), versioned."""
+
+    __tablename__ = "policy_rule_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    effective_from: Mapped[date] = mapped_column(Date)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(120))
+
+
+class PolicyDecisionRow(Base):
+    """A refusal by a compliance rule (or an operator's override of one)."""
+
+    __tablename__ = "policy_decisions"
+    __table_args__ = (Index("ix_policy_decisions_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    subject: Mapped[str] = mapped_column(String(200))  # e.g. "workload acme/ft-1"
+    rule: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(32))
+    sentence: Mapped[str] = mapped_column(Text)
+    overridden: Mapped[bool] = mapped_column(Boolean, default=False)
+    override_reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(120))
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    country: Mapped[str] = mapped_column(String(2))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ArtifactRow(Base):
+    """Something a workload produced (weights, adapter, compressed model).
+
+    ``residency`` is the list of countries it may be in (the intersection over its lineage),
+    or null when nothing it derives from is country-bound.
+    """
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(32))
+    produced_by: Mapped[int | None] = mapped_column(
+        ForeignKey("workloads.id", ondelete="SET NULL"), nullable=True
+    )
+    residency: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    residency_sources: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LineageRow(Base):
+    """An edge of the lineage graph: ``artifact`` was derived from a dataset or artifact."""
+
+    __tablename__ = "lineage"
+    __table_args__ = (Index("ix_lineage_artifact", "artifact_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    parent_dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=True
+    )
+    parent_artifact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="RESTRICT"), nullable=True
+    )
+
+
+class WorkloadRow(Base):
+    """Work holding accelerators: placed on a node, running until finished."""
+
+    __tablename__ = "workloads"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        Index("ix_workloads_state", "state"),
+        Index("ix_workloads_node", "node_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(32))
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="RESTRICT"))
+    data_center_id: Mapped[int] = mapped_column(ForeignKey("data_centers.id", ondelete="RESTRICT"))
+    chip: Mapped[str] = mapped_column(String(80))
+    accelerators: Mapped[int] = mapped_column(Integer)
+    domestic: Mapped[bool] = mapped_column(Boolean)
+    inputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # "dataset:x" / "artifact:y"
+    residency: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

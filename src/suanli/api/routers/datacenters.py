@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from suanli.api.deps import Admin, Caller, DbSession
+from suanli.api.deps import Admin, Caller, DbSession, OverrideReason
 from suanli.api.wire import DataCenterOut
 from suanli.domain.specs import DataCenterPatch, DataCenterSpec
 from suanli.errors import PermissionDeniedError
@@ -36,9 +36,13 @@ def get_data_center(name: str, session: DbSession, _admin: Admin) -> DataCenterO
 
 @router.patch("/{name}")
 def update_data_center(
-    name: str, patch: DataCenterPatch, session: DbSession, admin: Admin
+    name: str,
+    patch: DataCenterPatch,
+    session: DbSession,
+    admin: Admin,
+    override_reason: OverrideReason = None,
 ) -> DataCenterOut:
-    row = datacenters.update(session, admin, name, patch)
+    row = datacenters.update(session, admin, name, patch, override_reason)
     session.commit()
     return DataCenterOut.of(row, datacenters.counts(session).get(row.id, (0, 0)))
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from suanli.api.deps import Admin, DbSession
+from suanli.api.deps import Admin, DbSession, OverrideReason
 from suanli.domain import fleet as fleet_file
 from suanli.domain.actor import Actor
 from suanli.errors import ValidationError
@@ -43,6 +43,7 @@ async def apply_fleet(
     admin: Admin,
     session: DbSession,
     dry_run: Annotated[bool, Query(description="plan only; write nothing")] = False,
+    override_reason: OverrideReason = None,
 ) -> ApplyOut:
     """Body: the fleet file as YAML (``application/yaml``) or the same structure as JSON."""
     raw = await request.body()
@@ -53,17 +54,21 @@ async def apply_fleet(
     except UnicodeDecodeError:
         raise ValidationError("fleet file must be UTF-8 text") from None
     parsed = fleet_file.parse_text(text)  # JSON is YAML, so one parser serves both
-    result = await _run(request, parsed, admin, session, dry_run)
+    result = await _run(parsed, admin, session, dry_run, override_reason)
     return ApplyOut(dry_run=dry_run, **result)
 
 
 async def _run(
-    request: Request, parsed: fleet_file.ParsedFleet, admin: Actor, session: Session, dry_run: bool
+    parsed: fleet_file.ParsedFleet,
+    admin: Actor,
+    session: Session,
+    dry_run: bool,
+    override_reason: str | None,
 ) -> dict[str, Any]:
     """The apply runs in a worker thread (blocking database I/O); a dry run rolls back."""
 
     def work() -> dict[str, Any]:
-        result = fleet.apply(session, admin, parsed)
+        result = fleet.apply(session, admin, parsed, override_reason)
         if dry_run:
             session.rollback()
         else:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from suanli.api.deps import Admin, DbSession
+from suanli.api.deps import Admin, DbSession, OverrideReason
 from suanli.api.wire import NodeEventOut, NodeOut, NodePage
 from suanli.domain.lifecycle import NodeState
 from suanli.domain.specs import NodePatch, NodeSpec, StateChange
@@ -34,8 +34,10 @@ def list_nodes(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_node(spec: NodeSpec, session: DbSession, admin: Admin) -> NodeOut:
-    row = nodes.create(session, admin, spec)
+def create_node(
+    spec: NodeSpec, session: DbSession, admin: Admin, override_reason: OverrideReason = None
+) -> NodeOut:
+    row = nodes.create(session, admin, spec, override_reason)
     session.commit()
     return NodeOut.of(row, spec.data_center, with_devices=True)
 
@@ -72,6 +74,8 @@ def node_events(
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_node(name: str, session: DbSession, admin: Admin) -> None:
-    nodes.delete(session, admin, name)
+def delete_node(
+    name: str, session: DbSession, admin: Admin, override_reason: OverrideReason = None
+) -> None:
+    nodes.delete(session, admin, name, override_reason)
     session.commit()
