@@ -18,7 +18,17 @@ ALLOWED: dict[str, set[str]] = {
     "agent": {"catalog", "domain", "client"},
     "client": set(),
     "api": {"catalog", "domain", "policy", "store", "services"},
-    "cli": {"catalog", "domain", "policy", "store", "services", "api", "agent", "client", "importers"},
+    "cli": {
+        "catalog",
+        "domain",
+        "policy",
+        "store",
+        "services",
+        "api",
+        "agent",
+        "client",
+        "importers",
+    },
 }
 LEAVES = {"errors", "settings", "__init__"}  # dependency-free modules anyone may use
 SHELL_LIBRARIES = {

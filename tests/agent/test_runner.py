@@ -33,7 +33,9 @@ def atlas() -> HostInfo:
 
 @pytest.fixture
 def dc(api: Api) -> str:
-    api.client.post("/v1/data-centers", json={"name": "nx", "country": "CN", "owner_type": "private"})
+    api.client.post(
+        "/v1/data-centers", json={"name": "nx", "country": "CN", "owner_type": "private"}
+    )
     return "nx"
 
 

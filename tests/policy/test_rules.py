@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import textwrap
 from fractions import Fraction
-from itertools import combinations, product
 from typing import Any
 
 import pytest
@@ -13,7 +12,13 @@ from hypothesis import strategies as st
 
 from suanli.errors import ValidationError
 from suanli.policy.rules import RuleSet, default_rules, default_rules_text, parse_rules
-from tests.policy.helpers import EXPORT_CLASSES, HEADER, rules_from
+from tests.policy.helpers import (
+    HEADER,
+    contradicting_pairs,
+    export_rule_dicts,
+    match_points,
+    rules_from,
+)
 
 
 def doc(body: str) -> str:
@@ -187,7 +192,7 @@ def test_bad_country_in_export_rule_is_refused_near_the_line(key: str) -> None:
     strict=True,
     reason="fields typed `list[...] | '*'` report pydantic's union tag in .field "
     "(e.g. 'tenant_countries.list[function-before[wrapped(), constrained-str]][1]'), the "
-    "line of the key instead of the bad item, and a spurious '(and 1 more errors)'",
+    "line of the list's first item instead of the bad one, and a spurious '(and 1 more errors)'",
 )
 @pytest.mark.parametrize(
     ("key", "value", "item_field"),
@@ -417,7 +422,13 @@ def test_float_or_bool_shares_are_refused(key: str, value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [('"1/2"', Fraction(1, 2)), ('"0.5"', Fraction(1, 2)), ("0", Fraction(0)), ('"2/3"', Fraction(2, 3)), ("1", Fraction(1))],
+    [
+        ('"1/2"', Fraction(1, 2)),
+        ('"0.5"', Fraction(1, 2)),
+        ("0", Fraction(0)),
+        ('"2/3"', Fraction(2, 3)),
+        ("1", Fraction(1)),
+    ],
 )
 def test_exact_shares_parse_to_fractions(value: str, expected: Fraction) -> None:
     rules = parse_rules(doc(f"domestic_share:\n  - id: A\n    more_than: {value}\n"))
@@ -588,67 +599,16 @@ def test_quota_for_prefers_the_exact_tenant() -> None:
 # --- property: the load check refuses exactly the contradicting tables --------------------
 
 UNIVERSE = ["CN", "SG", "US", "KP"]
-OTHER = "FR"  # a country no generated rule names: what "*" alone matches
-
-
-def _subset(values: list[str]) -> st.SearchStrategy[Any]:
-    return st.one_of(
-        st.just("*"), st.lists(st.sampled_from(values), min_size=1, max_size=3, unique=True)
-    )
-
-
-@st.composite
-def export_rule_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    rule: dict[str, Any] = {}
-    for key, values in (
-        ("tenant_countries", UNIVERSE),
-        ("data_center_countries", UNIVERSE),
-        ("chip_classes", list(EXPORT_CLASSES)),
-    ):
-        value = draw(_subset(values))
-        if value != "*" or draw(st.booleans()):
-            rule[key] = value
-    verified = draw(st.sampled_from([None, True, False]))
-    if verified is not None:
-        rule["tenant_verified"] = verified
-    rule["outcome"] = draw(st.sampled_from(["allow", "deny", "licence"]))
-    if rule["outcome"] == "licence":
-        rule["licence"] = draw(st.sampled_from(["REF-1", "REF-2"]))
-    return rule
-
-
-def oracle_matches(rule: dict[str, Any], point: tuple[str, str, str, bool]) -> bool:
-    tenant, dc, chip_class, verified = point
-    return (
-        rule.get("tenant_countries", "*") == "*" or tenant in rule["tenant_countries"]
-    ) and (
-        (rule.get("data_center_countries", "*") == "*" or dc in rule["data_center_countries"])
-        and (rule.get("chip_classes", "*") == "*" or chip_class in rule["chip_classes"])
-        and rule.get("tenant_verified") in (None, verified)
-    )
-
-
-POINTS = list(product([*UNIVERSE, OTHER], [*UNIVERSE, OTHER], EXPORT_CLASSES, [True, False]))
-
-
-def contradicting_pairs(rules: list[dict[str, Any]]) -> set[tuple[int, int]]:
-    """Pairs of rules that match a common point (brute force) with different outcomes."""
-    matched = [frozenset(k for k, p in enumerate(POINTS) if oracle_matches(r, p)) for r in rules]
-    return {
-        (i, j)
-        for (i, a), (j, b) in combinations(enumerate(rules), 2)
-        if (a["outcome"], a.get("licence")) != (b["outcome"], b.get("licence"))
-        and matched[i] & matched[j]
-    }
+POINTS = match_points(UNIVERSE, UNIVERSE)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(export_rule_dicts(), max_size=5))
+@given(st.lists(export_rule_dicts(UNIVERSE, UNIVERSE), max_size=5))
 def test_load_refuses_exactly_the_contradicting_export_tables(
     generated: list[dict[str, Any]],
 ) -> None:
     rules = [{"id": f"EC-{i}", **r} for i, r in enumerate(generated)]
-    bad = contradicting_pairs(rules)
+    bad = contradicting_pairs(rules, POINTS)
     data = {"export_control": {"rules": rules}}
     if not bad:
         loaded: RuleSet = rules_from(data)

@@ -19,7 +19,18 @@ from suanli import __version__
 from suanli.api import errors
 from suanli.api.deps import Admin
 from suanli.api.metrics import Metrics
-from suanli.api.routers import agent, audit, chips, datacenters, fleet, nodes, tenants, tokens
+from suanli.api.routers import (
+    agent,
+    audit,
+    chips,
+    datacenters,
+    fleet,
+    nodes,
+    policy,
+    tenants,
+    tokens,
+    workloads,
+)
 from suanli.services import agents
 from suanli.services.audit import request_id_var
 from suanli.settings import Settings
@@ -77,7 +88,8 @@ def create_app(settings: Settings, engine: Engine | None = None, liveness: bool 
     def prometheus(_admin: Admin) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (chips, datacenters, nodes, tenants, tokens, fleet, agent, audit):
+    routers = (chips, datacenters, nodes, tenants, tokens, fleet, agent, audit, workloads, policy)
+    for module in routers:
         app.include_router(module.router)
     return app
 

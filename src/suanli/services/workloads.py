@@ -1,0 +1,337 @@
+"""Datasets, workloads placed on nodes, and the artifacts they produce — with residency
+carried through lineage and every placement decided by the policy core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from suanli.catalog.chips import load_catalog
+from suanli.domain.actor import Actor
+from suanli.domain.lifecycle import NodeState
+from suanli.domain.workloads import (
+    DatasetSpec,
+    EvaluateSpec,
+    FinishSpec,
+    WorkloadInputs,
+    WorkloadSpec,
+)
+from suanli.errors import ConflictError, NotFoundError, PolicyDeniedError
+from suanli.policy.evaluate import Verdict, evaluate_placement, where_may_run
+from suanli.policy.snapshot import PlacementView, Residency, TenantView, WorkloadView
+from suanli.services import audit, compliance, nodes, tenants
+from suanli.store.tables import (
+    ArtifactRow,
+    DatasetRow,
+    LineageRow,
+    TenantRow,
+    WorkloadRow,
+)
+from suanli.store.types import utcnow
+
+
+def create_dataset(session: Session, actor: Actor, tenant: str, spec: DatasetSpec) -> DatasetRow:
+    trow = tenants.get(session, tenant)
+    exists = select(DatasetRow.id).where(
+        DatasetRow.tenant_id == trow.id, DatasetRow.name == spec.name
+    )
+    if session.scalar(exists) is not None:
+        raise ConflictError(f"tenant {tenant!r} already has a dataset {spec.name!r}")
+    row = DatasetRow(tenant_id=trow.id, **spec.model_dump())
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, actor, "create", "dataset", f"{tenant}/{spec.name}", after=spec.model_dump()
+    )
+    return row
+
+
+def list_datasets(session: Session, tenant: str) -> list[DatasetRow]:
+    trow = tenants.get(session, tenant)
+    stmt = select(DatasetRow).where(DatasetRow.tenant_id == trow.id).order_by(DatasetRow.name)
+    return list(session.scalars(stmt))
+
+
+def list_artifacts(session: Session, tenant: str | None = None) -> list[tuple[ArtifactRow, str]]:
+    stmt = (
+        select(ArtifactRow, TenantRow.name)
+        .join(TenantRow, ArtifactRow.tenant_id == TenantRow.id)
+        .order_by(TenantRow.name, ArtifactRow.name)
+    )
+    if tenant is not None:
+        stmt = stmt.where(TenantRow.name == tenant)
+    return [(a, t) for a, t in session.execute(stmt)]
+
+
+def get_artifact(session: Session, tenant: str, name: str) -> ArtifactRow:
+    trow = tenants.get(session, tenant)
+    row = session.scalar(
+        select(ArtifactRow).where(ArtifactRow.tenant_id == trow.id, ArtifactRow.name == name)
+    )
+    if row is None:
+        raise NotFoundError("artifact", f"{tenant}/{name}")
+    return row
+
+
+def lineage(session: Session, artifact: ArtifactRow) -> list[str]:
+    """Direct parents of ``artifact`` as "dataset:name" / "artifact:name"."""
+    out: list[str] = []
+    for edge in session.scalars(select(LineageRow).where(LineageRow.artifact_id == artifact.id)):
+        if edge.parent_dataset_id is not None:
+            ds = session.get(DatasetRow, edge.parent_dataset_id)
+            out.append(f"dataset:{ds.name if ds else '?'}")
+        elif edge.parent_artifact_id is not None:
+            art = session.get(ArtifactRow, edge.parent_artifact_id)
+            out.append(f"artifact:{art.name if art else '?'}")
+    return out
+
+
+def _inputs(
+    session: Session, trow: TenantRow, spec: WorkloadInputs
+) -> tuple[list[DatasetRow], list[ArtifactRow], Residency]:
+    datasets, artifacts = [], []
+    for name in spec.datasets:
+        ds = session.scalar(
+            select(DatasetRow).where(DatasetRow.tenant_id == trow.id, DatasetRow.name == name)
+        )
+        if ds is None:
+            raise NotFoundError("dataset", f"{trow.name}/{name}")
+        datasets.append(ds)
+    for name in spec.artifacts:
+        artifacts.append(get_artifact(session, trow.name, name))
+    return datasets, artifacts, residency_of(datasets, artifacts)
+
+
+def residency_of(datasets: list[DatasetRow], artifacts: list[ArtifactRow]) -> Residency:
+    """Intersection of the countries every input is bound to (None: no input is bound)."""
+    countries: frozenset[str] | None = None
+    sources: list[str] = []
+    bound: list[tuple[str, frozenset[str]]] = [
+        (f"dataset {d.name}", frozenset({d.country})) for d in datasets
+    ]
+    bound += [
+        (f"artifact {a.name}", frozenset(a.residency)) for a in artifacts if a.residency is not None
+    ]
+    for source, allowed in bound:
+        countries = allowed if countries is None else countries & allowed
+        sources.append(source)
+    return Residency(countries, tuple(sources))
+
+
+def _view(trow: TenantRow, name: str, kind: str, residency: Residency) -> WorkloadView:
+    return WorkloadView(TenantView(trow.name, trow.country, trow.verified), name, kind, residency)
+
+
+def submit(
+    session: Session, actor: Actor, tenant: str, spec: WorkloadSpec
+) -> tuple[WorkloadRow, Verdict]:
+    trow = tenants.get(session, tenant)
+    exists = select(WorkloadRow.id).where(
+        WorkloadRow.tenant_id == trow.id, WorkloadRow.name == spec.name
+    )
+    if session.scalar(exists) is not None:
+        raise ConflictError(f"tenant {tenant!r} already has a workload {spec.name!r}")
+    datasets, artifacts, residency = _inputs(session, trow, spec)
+    node = nodes.get(session, spec.node)
+    if node.chip is None:
+        raise ConflictError(f"node {spec.node!r} has no accelerators")
+    if NodeState(node.state) is not NodeState.READY:
+        raise ConflictError(f"node {spec.node!r} is {node.state}, not ready")
+    held = session.scalar(
+        select(func.coalesce(func.sum(WorkloadRow.accelerators), 0)).where(
+            WorkloadRow.node_id == node.id, WorkloadRow.state == "running"
+        )
+    )
+    free = node.accelerator_count - int(held or 0)
+    if spec.accelerators > free:
+        raise ConflictError(
+            f"node {spec.node!r} has {free} free accelerators, not {spec.accelerators}"
+        )
+
+    dc_name = node.data_center.name
+    snap = compliance.fleet_snapshot(session, {dc_name}, tenant_id=trow.id)
+    place = PlacementView(dc_name, node.chip, spec.accelerators, node.name)
+    verdict = evaluate_placement(
+        _view(trow, spec.name, spec.kind, residency),
+        place,
+        snap,
+        compliance.active_rules(session),
+        compliance.class_of,
+    )
+    subject = f"workload {tenant}/{spec.name} on {node.name} ({dc_name})"
+    if not verdict.allowed:
+        raise PolicyDeniedError(subject, actor.name, compliance.as_dicts(list(verdict.refusals)))
+    row = WorkloadRow(
+        tenant_id=trow.id,
+        name=spec.name,
+        kind=spec.kind,
+        node_id=node.id,
+        data_center_id=node.data_center_id,
+        chip=node.chip,
+        accelerators=spec.accelerators,
+        domestic=load_catalog().get(node.chip).domestic_cn,
+        inputs=[f"dataset:{d.name}" for d in datasets] + [f"artifact:{a.name}" for a in artifacts],
+        residency=sorted(residency.countries) if residency.countries is not None else None,
+        state="running",
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "start",
+        "workload",
+        f"{tenant}/{spec.name}",
+        after={
+            "node": node.name,
+            "chip": node.chip,
+            "accelerators": spec.accelerators,
+            "inputs": row.inputs,
+            "decisions": compliance.as_dicts(list(verdict.decisions)),
+        },
+    )
+    return row, verdict
+
+
+def get_workload(session: Session, tenant: str, name: str) -> WorkloadRow:
+    trow = tenants.get(session, tenant)
+    row = session.scalar(
+        select(WorkloadRow).where(WorkloadRow.tenant_id == trow.id, WorkloadRow.name == name)
+    )
+    if row is None:
+        raise NotFoundError("workload", f"{tenant}/{name}")
+    return row
+
+
+def list_workloads(session: Session, tenant: str | None = None) -> list[tuple[WorkloadRow, str]]:
+    stmt = (
+        select(WorkloadRow, TenantRow.name)
+        .join(TenantRow, WorkloadRow.tenant_id == TenantRow.id)
+        .order_by(WorkloadRow.id)
+    )
+    if tenant is not None:
+        stmt = stmt.where(TenantRow.name == tenant)
+    return [(w, t) for w, t in session.execute(stmt)]
+
+
+def finish(
+    session: Session, actor: Actor, tenant: str, name: str, spec: FinishSpec
+) -> list[ArtifactRow]:
+    """End a workload; what it produced becomes artifacts bound like its inputs."""
+    row = get_workload(session, tenant, name)
+    if row.state != "running":
+        raise ConflictError(f"workload {tenant}/{name} is already {row.state}")
+    trow = tenants.get(session, tenant)
+    taken = set(
+        session.scalars(
+            select(ArtifactRow.name).where(
+                ArtifactRow.tenant_id == trow.id,
+                ArtifactRow.name.in_([o.name for o in spec.outputs]),
+            )
+        )
+    )
+    if taken:
+        raise ConflictError(f"tenant {tenant!r} already has artifacts {sorted(taken)}")
+    parents_ds = [i.split(":", 1)[1] for i in row.inputs if i.startswith("dataset:")]
+    parents_art = [i.split(":", 1)[1] for i in row.inputs if i.startswith("artifact:")]
+    datasets, artifacts, _residency = _inputs(
+        session, trow, WorkloadInputs(datasets=parents_ds, artifacts=parents_art)
+    )
+    sources = [f"dataset {d.name}" for d in datasets] + [
+        s for a in artifacts if a.residency is not None for s in a.residency_sources
+    ]
+    row.state = "finished"
+    row.finished_at = utcnow()
+    made: list[ArtifactRow] = []
+    for out in spec.outputs:
+        art = ArtifactRow(
+            tenant_id=trow.id,
+            name=out.name,
+            kind=out.kind,
+            produced_by=row.id,
+            residency=row.residency,
+            residency_sources=sorted(set(sources)) if row.residency is not None else [],
+        )
+        session.add(art)
+        session.flush()
+        for ds in datasets:
+            session.add(LineageRow(artifact_id=art.id, parent_dataset_id=ds.id))
+        for parent in artifacts:
+            session.add(LineageRow(artifact_id=art.id, parent_artifact_id=parent.id))
+        made.append(art)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "finish",
+        "workload",
+        f"{tenant}/{name}",
+        after={
+            "outputs": [{"name": a.name, "kind": a.kind, "residency": a.residency} for a in made]
+        },
+    )
+    return made
+
+
+def check_export(
+    session: Session, actor: Actor, tenant: str, name: str, country: str
+) -> dict[str, Any]:
+    """May artifact ``name`` be moved to ``country``? Refusals raise PolicyDeniedError."""
+    art = get_artifact(session, tenant, name)
+    rule = compliance.active_rules(session).residency.id
+    subject = f"export of artifact {tenant}/{name} to {country}"
+    if art.residency is not None and country not in art.residency:
+        where = "/".join(art.residency)
+        sentence = (
+            f"{name} derives from {', '.join(art.residency_sources)} and must stay in {where}"
+        )
+        raise PolicyDeniedError(
+            subject, actor.name, [{"rule": rule, "kind": "residency", "sentence": sentence}]
+        )
+    audit.record(
+        session,
+        actor,
+        "export_allowed",
+        "artifact",
+        f"{tenant}/{name}",
+        after={"destination": country},
+    )
+    return {"allowed": True, "rule": rule, "artifact": name, "destination_country": country}
+
+
+def evaluate(session: Session, spec: EvaluateSpec) -> list[dict[str, Any]]:
+    """Dry run: the verdict for every (data center, chip) in the fleet."""
+    trow = tenants.get(session, spec.tenant)
+    _d, _a, residency = _inputs(session, trow, spec)
+    snap = compliance.fleet_snapshot(session, None, tenant_id=trow.id)
+    verdicts = where_may_run(
+        _view(trow, "dry-run", spec.kind, residency),
+        spec.accelerators,
+        snap,
+        compliance.active_rules(session),
+        compliance.class_of,
+    )
+    out = []
+    for (dc, chip), verdict in sorted(verdicts.items()):
+        out.append(
+            {
+                "data_center": dc,
+                "country": snap.data_centers[dc].country,
+                "chip": chip,
+                "allowed": verdict.allowed,
+                "sentence": verdict.sentence,
+                "decisions": [
+                    {
+                        "rule": d.rule,
+                        "kind": d.kind,
+                        "allowed": d.allowed,
+                        "sentence": d.sentence,
+                        "licence": d.licence,
+                    }
+                    for d in verdict.decisions
+                ],
+            }
+        )
+    return out
