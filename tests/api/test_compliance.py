@@ -159,7 +159,7 @@ def test_export_control_and_quota(fleet: Api) -> None:
     )
     r = c.post("/v1/tenants/acme/workloads", json={**job, "node": "sg-h100-01"})
     assert r.status_code == 201
-    licence = [d for d in r.json()["decisions"] if d["kind"] == "export_control"][0]
+    licence = next(d for d in r.json()["decisions"] if d["kind"] == "export_control")
     assert licence["licence"] == "EXAMPLE-LICENCE-REF-001"
 
     tight = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from fractions import Fraction
 from itertools import combinations, product
@@ -85,7 +86,8 @@ def match_points(tenant_countries: list[str], dc_countries: list[str]) -> list[P
     )
 
 
-def _subset(values: list[str]) -> st.SearchStrategy[Any]:
+@functools.cache
+def _subset(values: tuple[str, ...]) -> st.SearchStrategy[Any]:
     return st.one_of(
         st.just("*"), st.lists(st.sampled_from(values), min_size=1, max_size=3, unique=True)
     )
@@ -102,7 +104,7 @@ def export_rule_dicts(
         ("data_center_countries", dc_countries),
         ("chip_classes", list(EXPORT_CLASSES)),
     ):
-        value = draw(_subset(values))
+        value = draw(_subset(tuple(values)))
         if value != "*" or draw(st.booleans()):
             rule[key] = value
     verified = draw(st.sampled_from([None, True, False]))
@@ -141,8 +143,14 @@ def contradicting_pairs(rules: list[dict[str, Any]], points: list[Point]) -> set
 
 def consistent_subset(rules: list[dict[str, Any]], points: list[Point]) -> list[dict[str, Any]]:
     """Greedily keep the rules that contradict none kept before them."""
-    kept: list[dict[str, Any]] = []
+    kept: list[tuple[dict[str, Any], frozenset[int]]] = []
     for rule in rules:
-        if not contradicting_pairs([*kept, rule], points):
-            kept.append(rule)
-    return kept
+        matched = frozenset(k for k, p in enumerate(points) if oracle_matches(rule, p))
+        if all(_verdict_of(rule) == _verdict_of(other) or not matched & m for other, m in kept):
+            kept.append((rule, matched))
+    return [rule for rule, _m in kept]
+
+
+def ruleset_from(data: dict[str, Any]) -> RuleSet:
+    """A rule set straight from YAML data (no YAML round trip: fast, for property tests)."""
+    return RuleSet.model_validate(data)

@@ -148,7 +148,7 @@ node_lists = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(node_lists)
 def test_count_share_is_the_exact_fraction(node_list: list[NodeView]) -> None:
     s = domestic_shares(node_list, {}, CATALOG)
@@ -179,7 +179,7 @@ def test_compute_share_is_exact_or_names_what_is_missing(node_list: list[NodeVie
     assert s.compute.value == (Fraction(domestic) / total if total else None)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.integers(min_value=0, max_value=500),
     st.integers(min_value=0, max_value=500),

@@ -61,3 +61,6 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 
 JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
+OverrideOpt = typer.Option(
+    help="push through a change a domestic-share rule refuses (logged and audited)"
+)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from suanli.cli.common import api, console, err_console
+from suanli.cli.common import OverrideOpt, api, console, err_console
 from suanli.importers import alibaba
 
 fleet_app = typer.Typer(help="Declarative fleet files: create or update many nodes at once.")
@@ -25,14 +25,19 @@ def _report(result: dict[str, Any]) -> None:
     )
 
 
-def _apply(text: str, dry_run: bool, label: str) -> dict[str, Any]:
+def _apply(
+    text: str, dry_run: bool, label: str, override_reason: str | None = None
+) -> dict[str, Any]:
+    params = {"dry_run": str(dry_run).lower()}
+    if override_reason:
+        params["override_reason"] = override_reason
     with api() as client, console.status(f"applying {label} ..."):
         result: dict[str, Any] = client.post(
             "/v1/fleet/apply",
             None,
             content=text.encode(),
             headers={"content-type": "application/yaml"},
-            params={"dry_run": str(dry_run).lower()},
+            params=params,
         )
     return result
 
@@ -41,9 +46,10 @@ def _apply(text: str, dry_run: bool, label: str) -> dict[str, Any]:
 def apply(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     dry_run: Annotated[bool, typer.Option(help="show what would change; write nothing")] = False,
+    override_reason: Annotated[str | None, OverrideOpt] = None,
 ) -> None:
     """Apply a fleet file (YAML). All of it is applied, or nothing if any row is bad."""
-    _report(_apply(path.read_text(encoding="utf-8"), dry_run, str(path)))
+    _report(_apply(path.read_text(encoding="utf-8"), dry_run, str(path), override_reason))
 
 
 @fleet_app.command("import-alibaba")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from suanli.cli.common import JsonOpt, api, console, print_json, table
+from suanli.cli.common import JsonOpt, OverrideOpt, api, console, print_json, table
 
 dc_app = typer.Typer(help="Data centers and what their operators charge per accelerator-hour.")
 nodes_app = typer.Typer(help="Nodes, their accelerators and lifecycle.")
@@ -199,9 +199,35 @@ def nodes_events(name: str, as_json: bool = JsonOpt) -> None:
     )
 
 
-@nodes_app.command("delete")
-def nodes_delete(name: str) -> None:
-    """Remove a node from the inventory."""
+@nodes_app.command("create")
+def nodes_create(
+    name: str,
+    data_center: Annotated[str, typer.Option("--dc", help="data center")],
+    chip: Annotated[str | None, typer.Option(help="catalog chip name")] = None,
+    count: Annotated[int, typer.Option(min=0, help="accelerators")] = 0,
+    island: str = "",
+    state: Annotated[str, typer.Option(help="registered, qualifying or ready")] = "registered",
+    override_reason: Annotated[str | None, OverrideOpt] = None,
+) -> None:
+    """Add one node (a fleet file adds many)."""
+    body = {
+        "name": name,
+        "data_center": data_center,
+        "chip": chip,
+        "count": count,
+        "island": island,
+        "state": state,
+    }
+    params = {"override_reason": override_reason} if override_reason else None
     with api() as client:
-        client.delete(f"/v1/nodes/{name}")
+        node = client.post("/v1/nodes", body, params=params)
+    console.print(f"created node {node['name']}: {node['count']} x {node['chip'] or 'cpu'}")
+
+
+@nodes_app.command("delete")
+def nodes_delete(name: str, override_reason: Annotated[str | None, OverrideOpt] = None) -> None:
+    """Remove a node from the inventory."""
+    params = {"override_reason": override_reason} if override_reason else None
+    with api() as client:
+        client.request("DELETE", f"/v1/nodes/{name}", params=params)
     console.print(f"deleted node {name}")

@@ -10,6 +10,7 @@ import typer
 
 from suanli.cli.audit import audit
 from suanli.cli.chips import chips
+from suanli.cli.compliance import artifacts_app, compliance_app, datasets_app, workloads_app
 from suanli.cli.fleet import fleet_app
 from suanli.cli.inventory import dc_app, nodes_app
 from suanli.cli.server import agent_cmd, migrate_cmd, up
@@ -31,6 +32,10 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(compliance_app, name="compliance")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(workloads_app, name="workloads")
+app.add_typer(artifacts_app, name="artifacts")
 
 if __name__ == "__main__":
     app()
