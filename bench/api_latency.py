@@ -8,7 +8,11 @@ measures with httpx over one keep-alive connection:
 1. registering nodes one by one (``POST /v1/nodes``) against one ``POST /v1/fleet/apply``
    carrying the same number of nodes;
 2. listing a fleet of ``--list`` nodes in one request (``GET /v1/nodes?limit=...``) and by
-   paging through it with ``limit=1000``.
+   paging through it with ``limit=1000``;
+3. small changes (one ``POST /v1/nodes``, a fleet file of one node) into that full fleet,
+   against the same changes into an empty one: how a single write scales with fleet size.
+
+Baselines: ``GET /healthz`` (no database, no auth) and ``GET /v1/nodes/NAME``.
 
 Figures are medians of runs made side by side in this process; nothing is asserted. Results
 are printed as a Markdown table and written to ``bench/results/api_latency.json``.
@@ -47,6 +51,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -74,6 +79,9 @@ CHIP = "H100 SXM"
 RACK = 100  # nodes per fleet-file entry (one island each)
 CHUNK = 1000  # nodes per fleet apply when filling the fleet to list
 PAGE = 1000  # page size for the paging walk
+PROBES = 200  # requests for the small-request baselines
+SINGLES = 50  # single-node writes timed into a small and into a full fleet
+SINGLE_APPLIES = 5  # one-node fleet files timed into an empty and into a full fleet
 MAX_NODES = 10_000  # the API's largest page and largest `replicas`
 START_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 300.0
@@ -253,6 +261,29 @@ def node_spec(i: int) -> dict[str, Any]:
     }
 
 
+def timed_gets(client: httpx.Client, path: str, task: TaskID, progress: Progress) -> list[float]:
+    """GET ``path`` PROBES times; the latency of each in ms."""
+    samples: list[float] = []
+    for _ in range(PROBES):
+        t = time.perf_counter()
+        response = client.get(path)
+        samples.append((time.perf_counter() - t) * 1000)
+        check(response, 200)
+        progress.advance(task)
+    return samples
+
+
+def timed_single_applies(
+    client: httpx.Client, prefix: str, task: TaskID, progress: Progress
+) -> list[float]:
+    """SINGLE_APPLIES fleet files of one new node each; the time of each in ms."""
+    samples: list[float] = []
+    for i in range(1, SINGLE_APPLIES + 1):
+        samples.append(apply_fleet(client, fleet_file(prefix, i, 1), 1) * 1000)
+        progress.advance(task)
+    return samples
+
+
 def walk_pages(client: httpx.Client) -> tuple[int, int]:
     """Page through all nodes with limit=PAGE; return (nodes seen, requests made)."""
     after, seen, requests = 0, 0, 0
@@ -293,8 +324,19 @@ def run_backend(label: str, url: str, counts: Counts, workdir: Path) -> dict[str
             console=console,
         ) as progress,
     ):
-        check(client.get("/healthz"), 200)
         check(client.post("/v1/data-centers", json=DC_SPEC), 201)
+
+        # 0. the floor: a request with no database and no credential check
+        task = progress.add_task(f"GET /healthz x {PROBES}", total=PROBES)
+        out["healthz"] = {
+            "requests": PROBES,
+            **summary(timed_gets(client, "/healthz", task, progress)),
+        }
+
+        # small changes to an almost empty fleet, for comparison with a full one (step 3)
+        task = progress.add_task("fleet apply of 1 node, empty fleet", total=SINGLE_APPLIES)
+        early = timed_single_applies(client, "bench-early", task, progress)
+        out["fleet_apply_one_empty"] = {"requests": SINGLE_APPLIES, **summary(early)}
 
         # 1a. one by one
         task = progress.add_task(f"POST /v1/nodes x {n:,}", total=n)
@@ -309,6 +351,13 @@ def run_backend(label: str, url: str, counts: Counts, workdir: Path) -> dict[str
             progress.advance(task)
         one_total_s = time.perf_counter() - t_all
         out["post_one_by_one"] = {"nodes": n, "total_s": one_total_s, **summary(latencies)}
+        first = latencies[:SINGLES]
+        out["post_first"] = {"requests": len(first), "nodes_before": 0, **summary(first)}
+
+        # one node read back: credential check plus one small query
+        task = progress.add_task(f"GET /v1/nodes/NAME x {PROBES}", total=PROBES)
+        reads = timed_gets(client, f"/v1/nodes/{node_spec(1)['name']}", task, progress)
+        out["get_one_node"] = {"requests": PROBES, **summary(reads)}
 
         # 1b. the same number in one fleet file
         task = progress.add_task(f"POST /v1/fleet/apply ({n:,} nodes)", total=1)
@@ -318,7 +367,7 @@ def run_backend(label: str, url: str, counts: Counts, workdir: Path) -> dict[str
         out["one_by_one_over_fleet_apply"] = one_total_s / fleet_s
 
         # 2. fill up to counts.listed nodes, then list them
-        missing = counts.listed - 2 * n
+        missing = counts.listed - 2 * n - SINGLE_APPLIES
         task = progress.add_task(f"fleet apply to {counts.listed:,} nodes", total=missing)
         fill_s = 0.0
         for start in range(1, missing + 1, CHUNK):
@@ -363,6 +412,30 @@ def run_backend(label: str, url: str, counts: Counts, workdir: Path) -> dict[str
             "runs": counts.repeats,
             **summary(walks),
         }
+
+        # 3. small changes once the data center holds counts.listed nodes
+        task = progress.add_task(f"POST /v1/nodes into {counts.listed:,} nodes", total=SINGLES)
+        late: list[float] = []
+        for i in range(n + 1, n + 1 + SINGLES):
+            t = time.perf_counter()
+            response = client.post("/v1/nodes", json=node_spec(i))
+            late.append((time.perf_counter() - t) * 1000)
+            check(response, 201)
+            progress.advance(task)
+        out["post_into_full"] = {
+            "requests": SINGLES,
+            "nodes_before": counts.listed,
+            **summary(late),
+        }
+        out["post_full_over_first"] = statistics.median(late) / statistics.median(first)
+        task = progress.add_task("fleet apply of 1 node, full fleet", total=SINGLE_APPLIES)
+        full = timed_single_applies(client, "bench-late", task, progress)
+        out["fleet_apply_one_full"] = {
+            "requests": SINGLE_APPLIES,
+            "nodes_before": counts.listed + SINGLES,
+            **summary(full),
+        }
+        out["fleet_apply_one_full_over_empty"] = statistics.median(full) / statistics.median(early)
     return out
 
 
@@ -379,6 +452,14 @@ def table(results: dict[str, dict[str, Any]], counts: Counts) -> str:
     lines = [
         "| measurement | " + " | ".join(labels) + " |",
         "|---|" + "---:|" * len(labels),
+        row(
+            f"`GET /healthz` (no database, no auth), {PROBES} requests: median",
+            lambda r: f"{r['healthz']['median_ms']:.1f} ms",
+        ),
+        row(
+            f"`GET /v1/nodes/NAME` (auth + one node), {PROBES} requests: median",
+            lambda r: f"{r['get_one_node']['median_ms']:.1f} ms",
+        ),
         row(
             f"`POST /v1/nodes` one by one, {n:,} nodes: median per request",
             lambda r: f"{r['post_one_by_one']['median_ms']:.1f} ms",
@@ -406,6 +487,27 @@ def table(results: dict[str, dict[str, Any]], counts: Counts) -> str:
             f"paging `limit={PAGE}` through {listed:,} nodes: median total",
             lambda r: f"{r['list_paged']['median_ms']:.0f} ms ({r['list_paged']['requests']} req)",
         ),
+        row(
+            f"`POST /v1/nodes`, first {SINGLES} into an empty data center: median",
+            lambda r: f"{r['post_first']['median_ms']:.1f} ms",
+        ),
+        row(
+            f"`POST /v1/nodes`, {SINGLES} into the data center holding {listed:,}: median",
+            lambda r: (
+                f"{r['post_into_full']['median_ms']:.1f} ms ({r['post_full_over_first']:.1f}x)"
+            ),
+        ),
+        row(
+            "`POST /v1/fleet/apply` of 1 new node, empty fleet: median",
+            lambda r: f"{r['fleet_apply_one_empty']['median_ms']:.1f} ms",
+        ),
+        row(
+            f"`POST /v1/fleet/apply` of 1 new node, fleet of {listed:,}: median",
+            lambda r: (
+                f"{r['fleet_apply_one_full']['median_ms']:.1f} ms "
+                f"({r['fleet_apply_one_full_over_empty']:.1f}x)"
+            ),
+        ),
     ]
     return "\n".join(lines)
 
@@ -424,7 +526,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Counts, str | None]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="100 / 1,000 nodes, for a smoke run")
-    parser.add_argument("--register", type=int, help="nodes to register each way [1000]")
+    parser.add_argument(
+        "--register", type=int, help=f"nodes to register each way [1000] (at least {SINGLES})"
+    )
     parser.add_argument("--list", type=int, dest="listed", help="nodes to list [10000]")
     parser.add_argument("--repeats", type=int, default=7, help="runs of each listing [7]")
     parser.add_argument(
@@ -436,10 +540,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Counts, str | None]:
     args = parser.parse_args(argv)
     register = args.register or (100 if args.quick else 1000)
     listed = args.listed or (1000 if args.quick else 10_000)
-    if not 1 <= register <= MAX_NODES // 2:
-        parser.error(f"--register must be 1..{MAX_NODES // 2}")
-    if not 2 * register <= listed <= MAX_NODES:
-        parser.error(f"--list must be between 2 x --register ({2 * register}) and {MAX_NODES}")
+    if not SINGLES <= register <= MAX_NODES // 2:
+        parser.error(f"--register must be {SINGLES}..{MAX_NODES // 2}")
+    least = 2 * register + SINGLE_APPLIES
+    if not least <= listed <= MAX_NODES:
+        parser.error(
+            f"--list must be between 2 x --register + {SINGLE_APPLIES} ({least}) and {MAX_NODES}"
+        )
     if not 1 <= args.repeats <= 100:
         parser.error("--repeats must be 1..100")
     return Counts(register, listed, args.repeats), args.pg_url

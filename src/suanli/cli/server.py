@@ -9,18 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
-from sqlalchemy.engine import make_url
 
 from suanli import __version__
-from suanli.agent.runner import Agent, AgentConfig, default_node_name
-from suanli.api.app import create_app
 from suanli.cli.common import console, err_console
-from suanli.client import ApiClient, ApiError
-from suanli.services import bootstrap
 from suanli.settings import Settings
-from suanli.store import migrate
-from suanli.store.db import make_engine, make_sessionmaker
+
+# The server, database and agent stacks are imported inside the commands that need them,
+# so that every other CLI command starts quickly.
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -40,6 +35,13 @@ def up(
     new_admin_token: Annotated[bool, typer.Option(help="issue another admin token")] = False,
 ) -> None:
     """Start the platform: API, liveness loop and a node agent for this machine."""
+    import uvicorn
+
+    from suanli.api.app import create_app
+    from suanli.services import bootstrap
+    from suanli.store import migrate
+    from suanli.store.db import make_engine, make_sessionmaker
+
     t0 = time.perf_counter()
     settings = _settings(host=host, port=port, database_url=database_url, home=home)
     _quiet_libraries()
@@ -82,6 +84,8 @@ def _quiet_libraries() -> None:
 
 
 def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> None:
+    from sqlalchemy.engine import make_url
+
     safe_url = make_url(url).render_as_string(hide_password=True)
     console.print(f"[bold green]suanli {__version__} is up[/bold green] in {seconds:.2f} s")
     console.print(f"  API       {base}   (OpenAPI {base}/openapi.json, docs {base}/docs)")
@@ -98,6 +102,10 @@ def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> Non
 
 
 def _start_embedded_agent(base: str, token: str) -> None:
+    from suanli.agent.runner import Agent, AgentConfig, default_node_name
+    from suanli.client import ApiClient, ApiError
+    from suanli.services import bootstrap
+
     client = ApiClient(base, token)
     node = Agent(client, AgentConfig(name=default_node_name(), data_center=bootstrap.LOCAL_DC))
 
@@ -122,6 +130,9 @@ def agent_cmd(
     once: Annotated[bool, typer.Option(help="register, send one heartbeat, exit")] = False,
 ) -> None:
     """Run the node agent: detect hardware, register this node, heartbeat."""
+    from suanli.agent.runner import Agent, AgentConfig, default_node_name
+    from suanli.client import ApiClient, ApiError
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -154,6 +165,9 @@ def migrate_cmd(
     ] = None,
 ) -> None:
     """Bring the database schema to the latest version (Alembic)."""
+    from suanli.store import migrate
+    from suanli.store.db import make_engine
+
     settings = _settings(database_url=database_url)
     engine = make_engine(settings.resolved_database_url())
     before = migrate.current_revision(engine)

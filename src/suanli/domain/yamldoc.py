@@ -62,15 +62,40 @@ def error_at(message: str, loc: Loc, lines: Lines) -> ValidationError:
     return ValidationError(message, format_path(loc) or None, line_for(lines, loc))
 
 
+def data_loc(data: Any, loc: Loc) -> Loc:
+    """``loc`` as a path through ``data``: pydantic puts the tag of the union member it tried
+    (``list[...]``, ``function-before[...]``) into error locations; those are dropped."""
+    out: list[str | int] = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part in cur:  # noqa: SIM114 (separate for mypy)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        elif isinstance(cur, dict) and i == len(loc) - 1 and isinstance(part, str):
+            pass  # a missing field: name it
+        else:
+            continue  # a union member's tag
+        out.append(part)
+    return tuple(out)
+
+
 def validate(model: type[M], data: Any, lines: Lines, prefix: Loc = ()) -> M:
     """``model.model_validate(data)``; the first error names its field and line."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        loc = (*prefix, *err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
+        places = [data_loc(data, tuple(e["loc"])) for e in exc.errors()]
+        # A union reports one error per member; the deepest place is the one that says most.
+        first = places[0]
+        pick = max(
+            (i for i, p in enumerate(places) if p[: len(first)] == first or first[: len(p)] == p),
+            key=lambda i: len(places[i]),
+        )
+        loc = (*prefix, *places[pick])
+        msg = exc.errors()[pick]["msg"].removeprefix("Value error, ")
+        distinct = {p for p in places if not any(q != p and q[: len(p)] == p for q in places)}
+        more = f" (and {len(distinct) - 1} more errors)" if len(distinct) > 1 else ""
         where = format_path(loc)
         text = f"{where}: {msg}{more}" if where else f"{msg}{more}"
         raise error_at(text, loc, lines) from None

@@ -230,12 +230,20 @@ def check_fleet_change(
     return out
 
 
-def usage_share(intervals: list[tuple[bool, int, float]]) -> Fraction | None:
-    """(domestic?, accelerators, seconds) -> domestic fraction of accelerator-seconds."""
-    total = sum(Fraction(n) * Fraction(s) for _d, n, s in intervals)
+def usage_share(intervals: list[tuple[bool, int, float | int | Fraction]]) -> Fraction | None:
+    """(domestic?, accelerators, seconds) -> domestic fraction of accelerator-seconds.
+
+    Float seconds are read as the decimal they print as (0.1 is 1/10, not its binary
+    neighbour), so sums land exactly on boundaries such as 1/2.
+    """
+
+    def exact(seconds: float | int | Fraction) -> Fraction:
+        return Fraction(repr(seconds)) if isinstance(seconds, float) else Fraction(seconds)
+
+    total = sum((n * exact(s) for _d, n, s in intervals), Fraction(0))
     if total == 0:
         return None
-    domestic = sum(Fraction(n) * Fraction(s) for d, n, s in intervals if d)
+    domestic = sum((n * exact(s) for d, n, s in intervals if d), Fraction(0))
     return domestic / total
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from suanli.catalog.chips import load_catalog
@@ -84,7 +84,12 @@ def rule_history(session: Session) -> list[RuleSetRow]:
 def fleet_snapshot(
     session: Session, data_centers: set[str] | None = None, tenant_id: int | None = None
 ) -> FleetSnapshot:
-    """Data centers (all, or the named), their nodes, and running allocations."""
+    """Data centers (all, or the named), their accelerators, and running allocations.
+
+    Nodes are aggregated in SQL to one ``NodeView`` per (data center, chip), named
+    ``"<data center>/<chip>"``: policy needs composition, not node rows, and this keeps a
+    guarded write cheap on a fleet of any size.
+    """
     dc_stmt = select(DataCenterRow).options(selectinload(DataCenterRow.costs))
     if data_centers is not None:
         dc_stmt = dc_stmt.where(DataCenterRow.name.in_(sorted(data_centers)))
@@ -97,12 +102,15 @@ def fleet_snapshot(
         )
         for r in session.scalars(dc_stmt)
     }
-    node_rows = session.execute(
-        select(NodeRow.name, NodeRow.data_center_id, NodeRow.chip, NodeRow.accelerator_count).where(
-            NodeRow.data_center_id.in_(list(dcs))
-        )
+    composition = session.execute(
+        select(NodeRow.data_center_id, NodeRow.chip, func.sum(NodeRow.accelerator_count))
+        .where(NodeRow.data_center_id.in_(list(dcs)), NodeRow.chip.is_not(None))
+        .group_by(NodeRow.data_center_id, NodeRow.chip)
+        .order_by(NodeRow.data_center_id, NodeRow.chip)
     )
-    nodes = tuple(NodeView(n, dcs[d].name, c, k) for n, d, c, k in node_rows)
+    nodes = tuple(
+        NodeView(f"{dcs[d].name}/{chip}", dcs[d].name, chip, int(n)) for d, chip, n in composition
+    )
     alloc_stmt = (
         select(TenantRow.name, DataCenterRow.name, WorkloadRow.chip, WorkloadRow.accelerators)
         .join(TenantRow, WorkloadRow.tenant_id == TenantRow.id)
@@ -161,8 +169,7 @@ def fleet_guard(
     touched = {
         name
         for name, dc in after.data_centers.items()
-        if before.data_centers.get(name) != dc
-        or sorted(before.nodes_in(name), key=str) != sorted(after.nodes_in(name), key=str)
+        if before.data_centers.get(name) != dc or before.nodes_in(name) != after.nodes_in(name)
     }
     checks = check_fleet_change(before, after, touched, active_rules(session), load_catalog())
     refused = [

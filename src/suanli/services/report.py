@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -30,7 +30,7 @@ def _share(value: ShareValue) -> dict[str, Any]:
 
 def _usage(
     session: Session, since: datetime, until: datetime
-) -> dict[str, list[tuple[bool, int, float]]]:
+) -> dict[str, list[tuple[bool, int, float | int | Fraction]]]:
     """Per data center: (domestic?, accelerators, seconds inside the period) of workloads."""
     stmt = (
         select(DataCenterRow.name, WorkloadRow)
@@ -40,11 +40,11 @@ def _usage(
             or_(WorkloadRow.finished_at.is_(None), WorkloadRow.finished_at > since),
         )
     )
-    out: dict[str, list[tuple[bool, int, float]]] = {}
+    out: dict[str, list[tuple[bool, int, float | int | Fraction]]] = {}
     for dc, w in session.execute(stmt):
         end = min(w.finished_at or until, until)
         start = max(w.started_at, since)
-        seconds = max((end - start).total_seconds(), 0.0)
+        seconds = max(Fraction((end - start) // timedelta(microseconds=1), 10**6), Fraction(0))
         out.setdefault(dc, []).append((w.domestic, w.accelerators, seconds))
     return out
 
