@@ -583,15 +583,17 @@ def test_fleet_change_status_and_refusal(
     old = count_share(before.nodes) if before_groups is not None else None
     new = count_share(after.nodes)
     assert check.after.count.value == new
-    compliant = new is None or new > Fraction(1, 2)
-    assert check.status == ("compliant" if compliant else "violated")
-    if compliant:
+    if new is None or new > Fraction(1, 2):
+        assert check.status == "compliant"
         assert not check.refused
-    elif before_groups is None or old is None or old > Fraction(1, 2) or new < old:
-        # new, was empty, was compliant, or got worse
+        return
+    assert check.status == "violated"
+    if old is None or old > Fraction(1, 2) or new < old:
+        # a new or empty data center, one that was compliant, or one that got worse
         assert check.refused
     elif new > old:
         assert not check.refused  # still violating, but improved
+    # new == old (still violating, not improved): not pinned down here
 
 
 # --- usage share -------------------------------------------------------------------------
@@ -626,11 +628,33 @@ def test_usage_share_is_exact(intervals: list[tuple[bool, int, int]]) -> None:
     assert share == (Fraction(domestic, total) if total else None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="usage_share converts float seconds with Fraction(float), i.e. the binary value: "
-    "0.1 s + 0.2 s domestic vs 0.3 s foreign comes out as 10808639105689191/21617278211378381 "
-    "(> 1/2), so a 'more than 1/2' rule passes at exactly 50%",
-)
 def test_usage_share_has_no_float_drift_at_half() -> None:
+    # in binary floats 0.1 + 0.2 > 0.3: read as their binary values, the share would be
+    # 10808639105689191/21617278211378381, just over 1/2, and "more than 1/2" would pass
     assert usage_share([(True, 1, 0.1), (True, 1, 0.2), (False, 1, 0.3)]) == Fraction(1, 2)
+    assert usage_share([(True, 3, 1800.1), (True, 1, 0.2), (False, 1, 5400.5)]) == Fraction(1, 2)
+    assert usage_share([(True, 1, Fraction(1, 3)), (False, 2, Fraction(1, 6))]) == Fraction(1, 2)
+
+
+def test_growing_a_violating_dc_at_an_unchanged_share_is_refused() -> None:
+    before = fleet([STATE_CN], nodes("bj", ("MLU370-X8", 4), ("H100 SXM", 6)))
+    after = fleet([STATE_CN], nodes("bj", ("MLU370-X8", 6), ("H100 SXM", 9)))  # 4/10 -> 6/15
+    check = only_check(check_fleet_change(before, after, {"bj"}, DEFAULTS, CATALOG))
+    assert check.status == "violated"
+    assert check.refused
+
+
+def test_a_new_cost_in_a_violating_dc_is_not_refused() -> None:
+    priced = DataCenterView("bj", "CN", "state", {"H100 SXM": (20_000_000, "CNY")})
+    before = fleet([STATE_CN], nodes("bj", ("MLU370-X8", 4), ("H100 SXM", 6)))
+    after = fleet([priced], nodes("bj", ("MLU370-X8", 4), ("H100 SXM", 6)))
+    check = only_check(check_fleet_change(before, after, {"bj"}, DEFAULTS, CATALOG))
+    assert check.status == "violated"
+    assert not check.refused
+
+
+def test_a_placement_of_no_accelerators_is_a_caller_error() -> None:
+    snapshot = fleet([STATE_CN], nodes("bj", ("H20", 8)))
+    workload = WorkloadView(TenantView("t", "CN", True), "w", "training")
+    with pytest.raises(ValueError, match="at least one"):
+        evaluate_placement(workload, PlacementView("bj", "H20", 0), snapshot, DEFAULTS, class_of)

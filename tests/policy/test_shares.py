@@ -14,8 +14,8 @@ from suanli.policy.shares import Shares, domestic_shares
 from suanli.policy.snapshot import NodeView
 from tests.policy.helpers import CATALOG, CHIPS, count_share, nodes
 
-MORE_THAN_HALF = DomesticShareRule(id="R-MORE", more_than="1/2")  # type: ignore[arg-type]
-AT_LEAST_HALF = DomesticShareRule(id="R-LEAST", at_least="1/2")  # type: ignore[arg-type]
+MORE_THAN_HALF = DomesticShareRule(id="R-MORE", more_than="1/2")
+AT_LEAST_HALF = DomesticShareRule(id="R-LEAST", at_least="1/2")
 
 
 def shares(*groups: tuple[str, int], costs: dict[str, tuple[int, str]] | None = None) -> Shares:
@@ -26,7 +26,7 @@ def test_exactly_half_is_not_more_than_half() -> None:
     s = shares(("MLU370-X8", 8), ("H100 SXM", 8))
     assert s.count.value == Fraction(1, 2)
     assert isinstance(s.count.value, Fraction)
-    assert (s.count.domestic, s.count.total) == (8, 16)
+    assert (s.count.domestic, s.count.total) == (Fraction(8), Fraction(16))
     assert rule_status(MORE_THAN_HALF, s) == "violated"
     assert rule_status(AT_LEAST_HALF, s) == "compliant"
     assert not MORE_THAN_HALF.satisfied(Fraction(1, 2))
@@ -80,9 +80,9 @@ def test_compute_view_is_exact() -> None:
         ("Tesla P100 16GB", 5),
     )
     assert s.compute.value == Fraction(1, 2)
-    assert (s.compute.domestic, s.compute.total) == (932, 1864)
+    assert (s.compute.domestic, s.compute.total) == (Fraction(932), Fraction(1864))
     assert isinstance(s.compute.value, Fraction)
-    rule = DomesticShareRule(id="R", view="compute", more_than="1/2")  # type: ignore[arg-type]
+    rule = DomesticShareRule(id="R", view="compute", more_than="1/2")
     assert rule_status(rule, s) == "violated"
     assert s.count.value == Fraction(4, 14)
 
@@ -96,7 +96,7 @@ def test_compute_view_unknown_names_the_chip_without_tflops() -> None:
     assert "H100 SXM" not in s.compute.note
     assert "unknown" in s.compute.text()
     assert s.count.value == Fraction(9, 13)
-    rule = DomesticShareRule(id="R", view="compute", at_least="1/2")  # type: ignore[arg-type]
+    rule = DomesticShareRule(id="R", view="compute", at_least="1/2")
     assert rule_status(rule, s) == "unverifiable"
 
 
@@ -104,9 +104,9 @@ def test_cost_view_uses_the_costs() -> None:
     costs = {"MLU370-X8": (3_000_000, "CNY"), "H100 SXM": (10_000_000, "CNY")}
     s = shares(("MLU370-X8", 10), ("H100 SXM", 3), costs=costs)
     assert s.cost.value == Fraction(30, 60)
-    assert (s.cost.domestic, s.cost.total) == (30_000_000, 60_000_000)
+    assert (s.cost.domestic, s.cost.total) == (Fraction(30_000_000), Fraction(60_000_000))
     assert s.count.value == Fraction(10, 13)
-    rule = DomesticShareRule(id="R", view="cost", more_than="1/2")  # type: ignore[arg-type]
+    rule = DomesticShareRule(id="R", view="cost", more_than="1/2")
     assert rule_status(rule, s) == "violated"
     s = shares(("MLU370-X8", 11), ("H100 SXM", 3), costs=costs)
     assert s.cost.value == Fraction(33, 63)
@@ -126,7 +126,7 @@ def test_cost_view_unknown_with_mixed_currencies() -> None:
     assert "CNY" in s.cost.note
     assert "USD" in s.cost.note
     assert "unknown" in s.cost.text()
-    rule = DomesticShareRule(id="R", view="cost", at_least="1/2")  # type: ignore[arg-type]
+    rule = DomesticShareRule(id="R", view="cost", at_least="1/2")
     assert rule_status(rule, s) == "unverifiable"
 
 
@@ -159,24 +159,26 @@ def test_count_share_is_the_exact_fraction(node_list: list[NodeView]) -> None:
         assert s.count.domestic / s.count.total == expected
 
 
+FLOPS = {chip.model: chip.dense_16bit_tflops for chip in CATALOG}
+IS_DOMESTIC = {chip.model: chip.domestic_cn for chip in CATALOG}
+
+
 @settings(max_examples=150, deadline=None)
 @given(node_lists)
 def test_compute_share_is_exact_or_names_what_is_missing(node_list: list[NodeView]) -> None:
     s = domestic_shares(node_list, {}, CATALOG)
-    live = [n for n in node_list if n.chip is not None and n.count > 0]
-    missing = {n.chip for n in live if CATALOG.get(n.chip).dense_16bit_tflops is None}  # type: ignore[arg-type]
+    live = [(n.chip, n.count) for n in node_list if n.chip is not None and n.count > 0]
+    missing = {chip for chip, _n in live if FLOPS[chip] is None}
     if missing:
         assert s.compute.value is None
         for chip in missing:
             assert chip in s.compute.note
         return
-    total = sum(n.count * Fraction(CATALOG.get(n.chip).dense_16bit_tflops) for n in live)  # type: ignore[arg-type]
-    domestic = sum(
-        n.count * Fraction(CATALOG.get(n.chip).dense_16bit_tflops)  # type: ignore[arg-type]
-        for n in live
-        if CATALOG.get(n.chip).domestic_cn  # type: ignore[arg-type]
-    )
+    total = sum(n * Fraction(FLOPS[chip] or 0) for chip, n in live)
+    domestic = sum(n * Fraction(FLOPS[chip] or 0) for chip, n in live if IS_DOMESTIC[chip])
     assert s.compute.value == (Fraction(domestic) / total if total else None)
+    if total:
+        assert isinstance(s.compute.value, Fraction)
 
 
 @settings(max_examples=150, deadline=None)
@@ -187,8 +189,8 @@ def test_compute_share_is_exact_or_names_what_is_missing(node_list: list[NodeVie
 )
 def test_thresholds_compare_exactly(domestic: int, foreign: int, threshold: Fraction) -> None:
     s = shares(*[g for g in (("MLU370-X8", domestic), ("H20", foreign)) if g[1]])
-    more = DomesticShareRule(id="M", more_than=str(threshold))  # type: ignore[arg-type]
-    least = DomesticShareRule(id="L", at_least=str(threshold))  # type: ignore[arg-type]
+    more = DomesticShareRule(id="M", more_than=str(threshold))
+    least = DomesticShareRule(id="L", at_least=str(threshold))
     if domestic + foreign == 0:
         assert rule_status(more, s) == rule_status(least, s) == "compliant"
         return

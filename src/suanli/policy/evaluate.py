@@ -154,6 +154,8 @@ def evaluate_placement(
     class_of: ClassOf,
 ) -> Verdict:
     """May ``workload`` hold ``place.count`` x ``place.chip`` in ``place.data_center``?"""
+    if place.count < 1:
+        raise ValueError(f"a placement holds at least one accelerator, not {place.count}")
     dc = snapshot.data_centers[place.data_center]
     decisions = [
         _residency(workload, place, dc.country, rules),
@@ -175,14 +177,18 @@ class ShareCheck:
 
     @property
     def refused(self) -> bool:
-        """A change is refused when it leaves the rule broken and did not improve the share."""
+        """A change is refused when it leaves the rule broken and did not improve the share:
+        the share fell, or it stayed equal while the data center grew. (Changes that keep
+        composition and share, such as a new cost, pass; so does every improvement.)"""
         if self.status != "violated":
             return False
         if self.before is None:
             return True
-        old = self.before.view(self.rule.view).value
-        new = self.after.view(self.rule.view).value
-        return old is None or new is None or new < old or self.rule.satisfied(old)
+        view = self.rule.view
+        old, new = self.before.view(view), self.after.view(view)
+        if old.value is None or new.value is None or self.rule.satisfied(old.value):
+            return True
+        return new.value < old.value or (new.value == old.value and new.total > old.total)
 
     def sentence(self) -> str:
         view = self.rule.view

@@ -93,9 +93,14 @@ Wild = Literal["*"]
 class ExportRule(Spec):
     id: RuleId
     description: str = ""
-    tenant_countries: list[Country] | Wild = "*"
-    data_center_countries: list[Country] | Wild = "*"
-    chip_classes: list[Literal["3A090.a", "3A090.b", "not controlled", "unknown"]] | Wild = "*"
+    tenant_countries: Annotated[list[Country], Field(min_length=1)] | Wild = "*"
+    data_center_countries: Annotated[list[Country], Field(min_length=1)] | Wild = "*"
+    chip_classes: (
+        Annotated[
+            list[Literal["3A090.a", "3A090.b", "not controlled", "unknown"]], Field(min_length=1)
+        ]
+        | Wild
+    ) = "*"
     tenant_verified: bool | None = None  # None: either
     outcome: Outcome
     licence: str | None = Field(default=None, max_length=200)

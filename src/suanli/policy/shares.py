@@ -92,5 +92,5 @@ def domestic_shares(
             None, dom_m, tot_m, f"costs in several currencies ({', '.join(sorted(currencies))})"
         )
     else:
-        cost_view = _ratio(dom_m, tot_m)
+        cost_view = _ratio(dom_m, tot_m, "all costs are zero" if tot_n else "")
     return Shares(count_view, compute_view, cost_view)
