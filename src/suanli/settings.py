@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     heartbeat_timeout_s: float = Field(default=20.0, gt=0, description="silence before down")
     liveness_check_s: float = Field(default=2.0, gt=0, description="how often to look")
+    health_check_interval_s: float = Field(
+        default=3600.0, gt=0, description="idle ready nodes get a health check this often"
+    )
+    qualify_time_scale: float = Field(
+        default=1.0, gt=0, le=10, description="scales the suite's durations (tests use < 1)"
+    )
     local_country: str = Field(default="CN", min_length=2, max_length=2)
     log_level: str = Field(default="info")
 

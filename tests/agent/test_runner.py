@@ -45,7 +45,8 @@ def make_agent(api: Api, name: str, detect: object = atlas, data_center: str = "
     ]
     http = TestClient(api.client.app)
     client = ApiClient("http://testserver", token, http=http)
-    return Agent(client, AgentConfig(name=name, data_center=data_center, interval_s=0.05), detect)  # type: ignore[arg-type]
+    config = AgentConfig(name=name, data_center=data_center, interval_s=0.05, qualify=False)
+    return Agent(client, config, detect)  # type: ignore[arg-type]
 
 
 def test_atlas_registers_as_eight_910b(api: Api, dc: str) -> None:

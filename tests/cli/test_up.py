@@ -58,7 +58,7 @@ def start(home: Path, *extra: str, env: dict[str, str] | None = None) -> Running
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "SUANLI_QUALIFY_TIME_SCALE": "0.05", **(env or {})},
         )
     deadline = time.monotonic() + 30
     banner = ""
@@ -123,6 +123,11 @@ def test_tour(tmp_path: Path, database_args: list[str]) -> None:
             "cpu",
             True,
         )
+        # the agent qualifies its own node: registered -> qualifying -> ready, by itself
+        wait_for(lambda: up.get(f"/v1/nodes/{me}").json()["state"] in ("ready", "quarantined"), 60)
+        events = [e["to_state"] for e in reversed(up.get(f"/v1/nodes/{me}/events").json())]
+        assert events == ["registered", "qualifying", "ready"], up.get(f"/v1/nodes/{me}").json()
+        assert "standard" in up.cli("qualifications", "list", me).stdout
 
         chips = up.cli("chips").stdout
         assert "Ascend 910B" in chips

@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import httpx
 
@@ -27,6 +28,16 @@ def default_node_name(hostname: str | None = None) -> str:
     """A valid node name from the host name: lower case, [a-z0-9.-], at most 63 chars."""
     name = re.sub(r"[^a-z0-9.-]+", "-", (hostname or socket.gethostname()).lower()).strip("-.")
     return (name or "node")[:63]
+
+
+def _chip_of(host: HostInfo) -> str | None:
+    from suanli.catalog.chips import load_catalog
+
+    for device in host.devices:
+        chip = load_catalog().find(device.name)
+        if chip is not None:
+            return chip.model
+    return None
 
 
 def _devices(host: HostInfo) -> list[DeviceReport]:
@@ -52,6 +63,10 @@ class AgentConfig:
     island: str = ""
     interval_s: float | None = None  # None: use what the server says
     max_backoff_s: float = 30.0
+    qualify: bool = True  # run the acceptance suite when the node is new or repaired
+    qualify_level: str = "standard"
+    qualify_backend: str = "auto"
+    qualify_time_scale: float = 1.0
 
 
 class Agent:
@@ -60,13 +75,21 @@ class Agent:
         client: ApiClient,
         config: AgentConfig,
         detect: Callable[[], HostInfo] = detect_host,
+        suite_backend: Callable[[], Any] | None = None,
     ) -> None:
+        """``suite_backend`` builds the qualification backend (default: by config name);
+        tests pass one with injected faults."""
         self.client = client
         self.config = config
         self.detect = detect
+        self.suite_backend = suite_backend
         self.stop_event = threading.Event()
         self.interval_s = config.interval_s or 5.0
         self.registered = threading.Event()
+        self.chip: str | None = None
+        self.state = ""
+        self._suite: threading.Thread | None = None
+        self.suite_error: Exception | None = None
 
     def register(self) -> str:
         host = self.detect()
@@ -85,9 +108,13 @@ class Agent:
         reply = self.client.post("/v1/agent/register", reg.model_dump(mode="json"))
         if self.config.interval_s is None:
             self.interval_s = float(reply["heartbeat_interval_s"])
+        self.chip = _chip_of(host)
+        self.state = str(reply["state"])
         self.registered.set()
-        log.info("registered node %s (%s), state %s", reply["node"], host.detector, reply["state"])
-        return str(reply["state"])
+        log.info("registered node %s (%s), state %s", reply["node"], host.detector, self.state)
+        if self.config.qualify and self.state in ("registered", "qualifying"):
+            self._start_suite("acceptance")
+        return self.state
 
     def beat(self) -> str:
         beat = Heartbeat(node=self.config.name, devices=_devices(self.detect()))
@@ -97,7 +124,61 @@ class Agent:
             if exc.status in (404, 409, 422):  # forgotten or hardware changed: register again
                 return self.register()
             raise
-        return str(reply["state"])
+        self.state = str(reply["state"])
+        if self.config.qualify and reply.get("health_check_due"):
+            self._start_suite("health")
+        return self.state
+
+    def _start_suite(self, kind: str) -> None:
+        """Run the suite in its own thread, so that heartbeats go on meanwhile."""
+        if self._suite is not None and self._suite.is_alive():
+            return
+        self._suite = threading.Thread(
+            target=self.qualify, args=(kind,), name="qualify", daemon=True
+        )
+        self._suite.start()
+
+    def wait_for_suite(self, timeout: float | None = None) -> None:
+        if self._suite is not None:
+            self._suite.join(timeout)
+
+    def qualify(self, kind: str = "acceptance") -> str:
+        """Run the suite here and report it; the server moves the node accordingly."""
+        from suanli.catalog.chips import load_catalog
+        from suanli.qualify.backends import make_backend
+        from suanli.qualify.model import Level
+        from suanli.qualify.runner import run_suite
+        from suanli.qualify.thresholds import load_thresholds
+
+        name = self.config.name
+        level = self.config.qualify_level if kind == "acceptance" else "quick"
+        try:
+            if kind == "acceptance":
+                self.client.post(f"/v1/nodes/{name}/qualification/start")
+            chip = load_catalog().find(self.chip) if self.chip else None
+            if self.suite_backend is not None:
+                backend = self.suite_backend()
+            else:
+                backend = make_backend(self.config.qualify_backend)  # type: ignore[arg-type]
+            report = run_suite(
+                backend,
+                cast(Level, level),
+                chip,
+                load_thresholds(),
+                time_scale=self.config.qualify_time_scale,
+            )
+            reply = self.client.post(
+                f"/v1/nodes/{name}/qualifications", {"kind": kind, "report": report.to_json()}
+            )
+        except (ApiError, httpx.TransportError) as exc:
+            self.suite_error = exc
+            log.warning("%s suite not reported: %s", kind, exc)
+            return self.state
+        self.state = str(reply["node_state"])
+        log.info(
+            "%s suite (%s): %s; node %s is %s", kind, level, reply["summary"], name, self.state
+        )
+        return self.state
 
     def run(self) -> None:
         """Register, then heartbeat until ``stop()``; raises ApiError on a fatal refusal."""

@@ -27,6 +27,7 @@ from suanli.api.routers import (
     fleet,
     nodes,
     policy,
+    qualification,
     tenants,
     tokens,
     workloads,
@@ -88,7 +89,19 @@ def create_app(settings: Settings, engine: Engine | None = None, liveness: bool 
     def prometheus(_admin: Admin) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    routers = (chips, datacenters, nodes, tenants, tokens, fleet, agent, audit, workloads, policy)
+    routers = (
+        chips,
+        datacenters,
+        nodes,
+        tenants,
+        tokens,
+        fleet,
+        agent,
+        audit,
+        workloads,
+        policy,
+        qualification,
+    )
     for module in routers:
         app.include_router(module.router)
     return app

@@ -13,6 +13,7 @@ from suanli.cli.chips import chips
 from suanli.cli.compliance import artifacts_app, compliance_app, datasets_app, workloads_app
 from suanli.cli.fleet import fleet_app
 from suanli.cli.inventory import dc_app, nodes_app
+from suanli.cli.qualify import qualifications_app, qualify
 from suanli.cli.server import agent_cmd, migrate_cmd, up
 from suanli.cli.tenants import keys_app, tenants_app, tokens_app
 
@@ -26,6 +27,7 @@ app.command("agent")(agent_cmd)
 app.command("migrate")(migrate_cmd)
 app.command()(chips)
 app.command()(audit)
+app.command()(qualify)
 app.add_typer(dc_app, name="dc")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(fleet_app, name="fleet")
@@ -36,6 +38,7 @@ app.add_typer(compliance_app, name="compliance")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(workloads_app, name="workloads")
 app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(qualifications_app, name="qualifications")
 
 if __name__ == "__main__":
     app()

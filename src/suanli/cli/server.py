@@ -72,7 +72,7 @@ def up(
         base = f"http://{settings.host}:{bound[1]}"
         _banner(base, url, admin_token, time.perf_counter() - t0)
         if agent:
-            _start_embedded_agent(base, agent_token)
+            _start_embedded_agent(base, agent_token, settings.qualify_time_scale)
 
     threading.Thread(target=when_started, name="banner", daemon=True).start()
     server.run()
@@ -101,13 +101,16 @@ def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> Non
         print(f"  export SUANLI_SERVER={base}", flush=True)
 
 
-def _start_embedded_agent(base: str, token: str) -> None:
+def _start_embedded_agent(base: str, token: str, time_scale: float) -> None:
     from suanli.agent.runner import Agent, AgentConfig, default_node_name
     from suanli.client import ApiClient, ApiError
     from suanli.services import bootstrap
 
     client = ApiClient(base, token)
-    node = Agent(client, AgentConfig(name=default_node_name(), data_center=bootstrap.LOCAL_DC))
+    config = AgentConfig(
+        name=default_node_name(), data_center=bootstrap.LOCAL_DC, qualify_time_scale=time_scale
+    )
+    node = Agent(client, config)
 
     def run() -> None:
         try:
@@ -128,6 +131,14 @@ def agent_cmd(
     ] = "",
     interval: Annotated[float | None, typer.Option(help="heartbeat seconds [server's]")] = None,
     once: Annotated[bool, typer.Option(help="register, send one heartbeat, exit")] = False,
+    qualify: Annotated[
+        bool, typer.Option(help="run the acceptance suite when the node is new or repaired")
+    ] = True,
+    level: Annotated[str, typer.Option(help="acceptance level: standard or long")] = "standard",
+    backend: Annotated[str, typer.Option(help="suite backend: auto, numpy, cuda, npu")] = "auto",
+    time_scale: Annotated[
+        float, typer.Option(envvar="SUANLI_QUALIFY_TIME_SCALE", help="scale suite durations")
+    ] = 1.0,
 ) -> None:
     """Run the node agent: detect hardware, register this node, heartbeat."""
     from suanli.agent.runner import Agent, AgentConfig, default_node_name
@@ -137,11 +148,17 @@ def agent_cmd(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _quiet_libraries()
+    if level not in ("standard", "long"):
+        raise typer.BadParameter("acceptance level is standard or long", param_hint="--level")
     config = AgentConfig(
         name=name or default_node_name(),
         data_center=data_center,
         island=island,
         interval_s=interval,
+        qualify=qualify and not once,
+        qualify_level=level,
+        qualify_backend=backend,
+        qualify_time_scale=time_scale,
     )
     with ApiClient(server, token) as client:
         node = Agent(client, config)

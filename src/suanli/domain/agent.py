@@ -44,3 +44,4 @@ class RegistrationReply(Spec):
     node: str
     state: str
     heartbeat_interval_s: float
+    health_check_due: bool = False  # the server asks an idle ready node for a health check

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -302,3 +303,42 @@ class WorkloadRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class QualificationRunRow(Base):
+    """One run of the acceptance suite (or a health check) on a node, with its report."""
+
+    __tablename__ = "qualification_runs"
+    __table_args__ = (Index("ix_qualification_runs_node", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # acceptance | health
+    level: Mapped[str] = mapped_column(String(16))
+    backend: Mapped[str] = mapped_column(String(32))
+    chip: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CalibrationRow(Base):
+    """A measured figure (from qualification) that the performance model prefers to specs."""
+
+    __tablename__ = "calibration"
+    __table_args__ = (Index("ix_calibration_chip_metric", "chip", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chip: Mapped[str] = mapped_column(String(80))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16))
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("qualification_runs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

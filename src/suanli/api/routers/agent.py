@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from suanli.api.deps import AgentCaller, AppSettings, DbSession
 from suanli.domain.agent import Heartbeat, Registration, RegistrationReply
-from suanli.services import agents
+from suanli.services import agents, qualification
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
@@ -29,5 +29,10 @@ def heartbeat(
     row = agents.heartbeat(session, caller, beat)
     session.commit()
     return RegistrationReply(
-        node=row.name, state=row.state, heartbeat_interval_s=settings.heartbeat_interval_s
+        node=row.name,
+        state=row.state,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        health_check_due=qualification.health_check_due(
+            session, row, settings.health_check_interval_s
+        ),
     )
