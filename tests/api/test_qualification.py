@@ -148,3 +148,59 @@ def test_acceptance_needs_qualifying_and_a_real_report(api: Api, dc: str) -> Non
         json={"kind": "acceptance", "report": _report(True, "standard")},
     )
     assert std.json()["node_state"] == "ready"
+
+
+def _h20_report(gflops: float, passed: bool = True) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    ms = (
+        Measurement(
+            "matmul_bf16",
+            "cuda:0",
+            "throughput",
+            gflops,
+            "TFLOPS",
+            74.0,
+            "throughput >= 74 TFLOPS",
+            "passed" if passed else "failed",
+        ),
+        Measurement(
+            "memory_bandwidth",
+            "cuda:0",
+            "bandwidth",
+            3500.0,
+            "GB/s",
+            2400.0,
+            "bandwidth >= 2400 GB/s",
+            "passed",
+        ),
+    )
+    return QualificationReport("standard", "cuda", "H20", ("cuda:0",), now, now, ms).to_json()
+
+
+def test_compare_nodes_of_one_chip_and_calibration(api: Api, dc: str) -> None:
+    from sqlalchemy import select
+
+    from suanli.store.tables import CalibrationRow
+
+    for name, tflops in (("h20-a", 140.0), ("h20-b", 60.0)):
+        api.client.post(
+            "/v1/nodes", json={"name": name, "data_center": dc, "chip": "H20", "count": 1}
+        )
+        api.client.post(f"/v1/nodes/{name}/qualification/start")
+        r = api.client.post(
+            f"/v1/nodes/{name}/qualifications",
+            json={"kind": "acceptance", "report": _h20_report(tflops, tflops > 74)},
+        )
+        assert r.status_code == 201
+    rows = api.client.get("/v1/qualifications/compare", params={"chip": "h20"}).json()
+    assert [(r["node"], r["passed"]) for r in rows] == [("h20-a", True), ("h20-b", False)]
+    assert rows[0]["metrics"]["throughput [TFLOPS]"] == 140.0
+    assert api.client.get("/v1/nodes/h20-b").json()["state"] == "quarantined"
+    with api.sessions() as s:
+        cal = {
+            (c.metric, c.value)
+            for c in s.scalars(select(CalibrationRow).where(CalibrationRow.chip == "H20"))
+        }
+    assert ("throughput", 140.0) in cal
+    assert ("bandwidth", 3500.0) in cal
+    assert api.client.get("/v1/qualifications/compare", params={"chip": "H2O"}).status_code == 422
