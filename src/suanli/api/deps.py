@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from suanli.domain.actor import Actor
-from suanli.errors import AuthenticationError, PermissionDeniedError
+from suanli.errors import AuthenticationError, PermissionDeniedError, ValidationError
 from suanli.services import credentials
 from suanli.settings import Settings
 
@@ -79,3 +79,14 @@ def require_tenant_access(caller: Actor, tenant_id: int) -> None:
     if caller.kind == "tenant" and caller.tenant_id == tenant_id:
         return
     raise PermissionDeniedError("this credential may not see that tenant")
+
+
+async def read_text(request: Request, limit: int, what: str) -> str:
+    """The request body as UTF-8 text of at most ``limit`` bytes (YAML documents)."""
+    raw = await request.body()
+    if len(raw) > limit:
+        raise ValidationError(f"{what} is larger than {limit} bytes")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ValidationError(f"{what} must be UTF-8 text") from None

@@ -7,11 +7,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
-from suanli.api.deps import Admin, Caller, DbSession, require_tenant_access
+from suanli.api.deps import Admin, Caller, DbSession, read_text, require_tenant_access
 from suanli.domain.workloads import EvaluateSpec
 from suanli.errors import ValidationError
 from suanli.services import compliance, report, tenants, workloads
+from suanli.store.tables import RuleSetRow
 
 router = APIRouter(tags=["compliance"])
 MAX_RULES_BYTES = 1024 * 1024
@@ -62,15 +64,14 @@ def rule_history(session: DbSession, _admin: Admin) -> list[RuleSetOut]:
 )
 async def upload_rules(request: Request, session: DbSession, admin: Admin) -> RuleSetOut:
     """Upload a rule set (YAML). It takes effect on its ``effective_from`` date."""
-    raw = await request.body()
-    if len(raw) > MAX_RULES_BYTES:
-        raise ValidationError("rule set is larger than 1 MiB")
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        raise ValidationError("rule set must be UTF-8 text") from None
-    row = compliance.upload_rules(session, admin, text)
-    session.commit()
+    text = await read_text(request, MAX_RULES_BYTES, "rule set")
+
+    def store() -> RuleSetRow:
+        row = compliance.upload_rules(session, admin, text)
+        session.commit()
+        return row
+
+    row = await run_in_threadpool(store)
     return RuleSetOut(
         version=row.version,
         effective_from=row.effective_from.isoformat(),

@@ -108,39 +108,37 @@ class TorchBackend:
         self._sync(devices)
         return [s.elapsed_time(e) / 1000 / reps for s, e in zip(starts, ends, strict=True)]
 
-    def _op(self, device: int, precision: str, n: int) -> Op:
+    def _build(self, device: int, precision: str, n: int) -> tuple[Any, Any, Callable[[], Any]]:
+        """Operands a, b and a function returning a @ b, for ``precision``."""
         t, dev = self.torch, self._dev(device)
-        out: list[Any] = [None]
         if precision in ("bf16", "fp16"):
             dtype = t.bfloat16 if precision == "bf16" else t.float16
             a, b = t.randn(n, n, device=dev, dtype=dtype), t.randn(n, n, device=dev, dtype=dtype)
-            out[0] = t.empty(n, n, device=dev, dtype=dtype)
-
-            def run() -> None:
-                t.matmul(a, b, out=out[0])
-
-        elif precision == "fp8":
+            c = t.empty(n, n, device=dev, dtype=dtype)
+            return a, b, lambda: t.matmul(a, b, out=c)
+        if precision == "fp8":
             if self.name != "cuda" or self.mod.get_device_capability(device) < (8, 9):
                 raise UnsupportedError("fp8 matmul needs a CUDA device of compute capability 8.9+")
             a = t.randn(n, n, device=dev).to(t.float8_e4m3fn)
             b = t.randn(n, n, device=dev).to(t.float8_e4m3fn).t()  # column-major, as required
             one = t.ones((), device=dev, dtype=t.float32)
 
-            def run() -> None:
+            def scaled() -> Any:
                 r = t._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=t.bfloat16)
-                out[0] = r[0] if isinstance(r, tuple) else r  # older torch: (out, amax)
+                return r[0] if isinstance(r, tuple) else r  # older torch: (out, amax)
 
-        elif precision == "int8":
+            return a, b, scaled
+        if precision == "int8":
             a = t.randint(-128, 128, (n, n), device=dev, dtype=t.int8)
             b = t.randint(-128, 128, (n, n), device=dev, dtype=t.int8)
+            return a, b, lambda: t._int_mm(a, b)  # int32 result
+        raise UnsupportedError(f"torch backend has no {precision} matmul")
 
-            def run() -> None:
-                out[0] = t._int_mm(a, b)
-
-        else:
-            raise UnsupportedError(f"torch backend has no {precision} matmul")
+    def _op(self, device: int, precision: str, n: int) -> Op:
+        out: list[Any] = [None]
         try:
-            run()
+            a, b, product = self._build(device, precision, n)
+            out[0] = product()
             self.mod.synchronize(device)
         except (RuntimeError, NotImplementedError, AttributeError, TypeError) as exc:
             if precision in ("bf16", "fp16"):
@@ -149,7 +147,11 @@ class TorchBackend:
                 f"{precision} matmul unavailable on {self.devices[device]}: {exc}"
             ) from None
 
+        def run() -> None:
+            out[0] = product()
+
         def check() -> bool:
+            """Row sums of the product against a @ (row sums of b), in fp32."""
             ref = a.float() @ b.float().sum(dim=1)
             got = out[0].float().sum(dim=1)
             err = float((got - ref).abs().max().item())
