@@ -467,9 +467,9 @@ def test_bad_chip_in_quota() -> None:
 def test_negative_quota_limit() -> None:
     text = doc("quotas:\n  - id: Q\n    per_chip_class:\n      3A090.a: -1  # <-\n")
     err = refused(text)
-    assert err.field == "quotas[0].per_chip_class"
+    assert err.field == "quotas[0].per_chip_class.3A090.a"
     assert err.line == line_of(text, "# <-")
-    assert "negative" in err.message
+    assert "greater than or equal to 0" in err.message
 
 
 def test_missing_version() -> None:

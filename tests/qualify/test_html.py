@@ -15,7 +15,7 @@ from tests.qualify.conftest import TIME_SCALE
 
 
 def test_html_has_summary_table_and_soak_png(thresholds: Thresholds) -> None:
-    backend = FaultyBackend(make_backend("numpy", cpu_devices=2), [SlowDevice(1, 0.5)])
+    backend = FaultyBackend(make_backend("numpy", cpu_devices=2), [SlowDevice(1, 0.8)])
     report = run_suite(backend, "standard", None, thresholds, time_scale=TIME_SCALE)
     page = render_html(report)
     assert page.startswith("<!DOCTYPE html>")

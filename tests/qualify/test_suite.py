@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -92,8 +92,8 @@ def test_healthy_runs_never_fail(thresholds: Thresholds) -> None:
 class FakeAccelerator(NumpyBackend):
     """The CPU pretending to be an accelerator: bf16 is an fp32 matmul, fp8 is missing."""
 
-    kind = "accelerator"
-    precisions = ("bf16", "fp8")
+    kind: Literal["cpu", "accelerator"] = "accelerator"
+    precisions: tuple[str, ...] = ("bf16", "fp8")
 
     def matmul(self, devices: Sequence[int], precision: str, n: int, seconds: float) -> MatmulRun:
         if precision == "fp8":

@@ -114,8 +114,8 @@ def test_plan_scales_durations_and_time_bound_sizes() -> None:
             4,
             "Extra inputs",
         ),
-        # yamldoc gives a key with a block value the line where its value starts
-        ("chips:\n  Voodoo 5:\n    matmul_fraction: 0.5\n", "chips.Voodoo 5", 4, "unknown chip"),
+        # a key with a block value is reported on the key's own line
+        ("chips:\n  Voodoo 5:\n    matmul_fraction: 0.5\n", "chips.Voodoo 5", 3, "unknown chip"),
         ("chips:\n  H100: {}\n  h100 sxm: {}\n", "chips.h100 sxm", 4, "name the same chip"),
     ],
 )

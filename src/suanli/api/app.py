@@ -7,8 +7,10 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -72,6 +74,11 @@ def create_app(settings: Settings, engine: Engine | None = None, liveness: bool 
     async def request_id(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        if "\x00" in request.url.path or "\x00" in unquote(request.url.query):
+            body = errors.error_body(
+                "the URL must not contain NUL characters", "invalid_request_error", "invalid_value"
+            )
+            return JSONResponse(body, 422)
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         token = request_id_var.set(rid[:64])
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from suanli.domain.actor import Actor
@@ -61,6 +61,10 @@ def _agent(caller: Caller) -> Actor:
 
 
 Admin = Annotated[Actor, Depends(_admin)]
+# Row ids in paths and cursors: anything larger cannot exist and would overflow the database.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Cursor = Annotated[int, Query(ge=0, le=2**31 - 1, description="cursor from a previous page")]
+
 OverrideReason = Annotated[
     str | None,
     Query(

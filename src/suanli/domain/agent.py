@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from suanli.domain.specs import Label, Name, Spec
+from suanli.domain.specs import MAX_INT32, MAX_INT64, Label, Name, Spec
 
 Health = Literal["ok", "warning", "critical", "unknown"]
 
@@ -15,11 +15,11 @@ class DeviceReport(Spec):
     index: int = Field(ge=0, le=1023)
     name: str = Field(min_length=1, max_length=200, description="as the vendor tool prints it")
     uuid: str | None = Field(default=None, max_length=128)
-    memory_mb: int | None = Field(default=None, ge=0)
+    memory_mb: int | None = Field(default=None, ge=0, le=MAX_INT64)
     health: Health = "unknown"
-    temperature_c: int | None = None
+    temperature_c: int | None = Field(default=None, ge=-273, le=1000)
     utilization_pct: int | None = Field(default=None, ge=0, le=100)
-    ecc_errors: int | None = Field(default=None, ge=0)
+    ecc_errors: int | None = Field(default=None, ge=0, le=MAX_INT32)
 
 
 class Registration(Spec):
@@ -29,7 +29,7 @@ class Registration(Spec):
     island: Label = ""
     cpu_model: str = Field(default="", max_length=200)
     cpu_cores: int = Field(ge=1, le=4096)
-    memory_mb: int = Field(ge=1)
+    memory_mb: int = Field(ge=1, le=MAX_INT64)
     detector: str = Field(max_length=32)
     driver_version: str | None = Field(default=None, max_length=64)
     devices: list[DeviceReport] = Field(default_factory=list, max_length=64)

@@ -60,10 +60,10 @@ def parse_amount(value: object, field: str) -> Decimal:
         raise ValidationError(f"{value!r} is not a finite amount", field)
     if amount < 0:
         raise ValidationError("amount must not be negative", field)
+    if amount >= Decimal(10) ** 12:
+        raise ValidationError("amount is too large (at most 999999999999.999999)", field)
     if amount != amount.quantize(Decimal("0.000001")):
         raise ValidationError("amount has more than 6 decimal places", field)
-    if amount >= Decimal(10) ** 12:
-        raise ValidationError("amount is too large", field)
     return amount
 
 

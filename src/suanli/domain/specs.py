@@ -10,7 +10,15 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from suanli import errors
 from suanli.catalog.chips import load_catalog
@@ -55,8 +63,30 @@ Currency = Annotated[str, BeforeValidator(_as_value_error(lambda v: money.parse_
 Label = Annotated[str, Field(max_length=200)]
 
 
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+
+def _no_nul(value: object) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    if isinstance(value, list | tuple):
+        for item in value:
+            _no_nul(item)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_nul(cls, value: object) -> object:
+        _no_nul(value)  # databases (PostgreSQL) cannot store NUL in text
+        return value
 
 
 class ChipCostSpec(Spec):
@@ -103,7 +133,7 @@ class NodeSpec(Spec):
     memory_gb: int | None = Field(default=None, gt=0, le=4096, description="per accelerator")
     island: Label = ""
     cpu_cores: int | None = Field(default=None, gt=0, le=4096)
-    memory_mb: int | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0, le=MAX_INT64)
     state: Annotated[NodeState, AfterValidator(_initial_state)] = NodeState.REGISTERED
 
     @model_validator(mode="after")
@@ -118,7 +148,7 @@ class NodeSpec(Spec):
 class NodePatch(Spec):
     island: Label | None = None
     cpu_cores: int | None = Field(default=None, gt=0, le=4096)
-    memory_mb: int | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0, le=MAX_INT64)
 
 
 class StateChange(Spec):

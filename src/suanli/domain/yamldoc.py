@@ -34,7 +34,7 @@ def _line_map(root: yaml.Node | None) -> Lines:
     out: Lines = {}
 
     def walk(node: yaml.Node, path: Loc) -> None:
-        out[path] = node.start_mark.line + 1
+        out.setdefault(path, node.start_mark.line + 1)  # a key's own line beats its value's
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 out[(*path, str(key.value))] = key.start_mark.line + 1
@@ -48,14 +48,31 @@ def _line_map(root: yaml.Node | None) -> Lines:
     return out
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors/aliases: configuration needs none, and nested aliases can
+    make a few hundred bytes expand without bound."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed here", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def parse_yaml(text: str, what: str) -> tuple[Any, Lines]:
     """Parse ``text``; a syntax error names its line."""
     try:
-        return yaml.safe_load(text), _line_map(yaml.compose(text))
+        root = yaml.compose(text, Loader=_NoAliasLoader)
+        data = yaml.load(text, Loader=_NoAliasLoader)
+        return data, _line_map(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ValidationError(f"{what} is not valid YAML: {exc}", None, line) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a date such as 2024-13-45
+        raise ValidationError(f"{what} has a value YAML cannot read: {exc}") from None
 
 
 def error_at(message: str, loc: Loc, lines: Lines) -> ValidationError:

@@ -15,7 +15,7 @@ from importlib import resources
 from itertools import combinations
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from suanli.catalog.export_control import ExportClass
 from suanli.domain.specs import ChipName, Country, Name, Spec
@@ -147,18 +147,10 @@ class QuotaRule(Spec):
     id: RuleId
     tenant: Name | Wild = "*"
     max_accelerators: int | None = Field(default=None, ge=0)
-    per_chip_class: dict[Literal["3A090.a", "3A090.b", "not controlled", "unknown"], int] = Field(
-        default_factory=dict
-    )
-    per_chip: dict[ChipName, int] = Field(default_factory=dict)
-
-    @field_validator("per_chip_class", "per_chip")
-    @classmethod
-    def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
-        for key, limit in value.items():
-            if limit < 0:
-                raise ValueError(f"limit for {key!r} is negative")
-        return value
+    per_chip_class: dict[
+        Literal["3A090.a", "3A090.b", "not controlled", "unknown"], Annotated[int, Field(ge=0)]
+    ] = Field(default_factory=dict)
+    per_chip: dict[ChipName, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class ResidencySection(Spec):

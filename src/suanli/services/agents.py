@@ -48,6 +48,23 @@ def _sync_devices(row: NodeRow, chip: str | None, devices: list[DeviceReport]) -
             row.accelerators.remove(acc)
 
 
+def _update_health(row: NodeRow, devices: list[DeviceReport]) -> None:
+    """A heartbeat updates what it reports; a registered device it no longer reports is
+    marked critical (it fell off the bus), never silently removed."""
+    reported = {d.index: d for d in devices}
+    if len(reported) != len(devices):
+        raise ValidationError("a device index is reported twice", "devices")
+    for acc in row.accelerators:
+        d = reported.get(acc.index)
+        if d is None:
+            acc.health = "critical"
+            continue
+        acc.health = d.health
+        acc.temperature_c = d.temperature_c
+        acc.utilization_pct = d.utilization_pct
+        acc.ecc_errors = d.ecc_errors
+
+
 def register(session: Session, actor: Actor, reg: Registration) -> NodeRow:
     chip = _chip_of(reg.devices)
     dc = datacenters.get(session, reg.data_center)
@@ -117,7 +134,7 @@ def heartbeat(session: Session, actor: Actor, beat: Heartbeat) -> NodeRow:
     if unknown:
         raise ValidationError(f"devices {unknown} were not registered; register again", "devices")
     if beat.devices:
-        _sync_devices(row, row.chip, beat.devices)
+        _update_health(row, beat.devices)
     row.last_heartbeat_at = utcnow()
     if NodeState(row.state) is NodeState.DOWN:
         _revive(session, actor, row)

@@ -19,6 +19,7 @@ from suanli.policy.evaluate import Decision, check_fleet_change
 from suanli.policy.rules import RuleSet, default_rules, default_rules_text, parse_rules
 from suanli.policy.snapshot import Allocation, DataCenterView, FleetSnapshot, NodeView
 from suanli.services import audit
+from suanli.store.locks import lock_rows
 from suanli.store.tables import (
     DataCenterRow,
     NodeRow,
@@ -162,6 +163,14 @@ def fleet_guard(
     when a covered data center ends in violation and the change did not improve its share.
     With ``override_reason`` it goes through, and the override is logged and audited.
     """
+    # Lock the data centers first (held to commit), so two API processes cannot each add a
+    # node that alone keeps the share legal.
+    ids = None
+    if data_centers is not None:
+        ids = session.scalars(
+            select(DataCenterRow.id).where(DataCenterRow.name.in_(sorted(data_centers)))
+        ).all()
+    lock_rows(session, DataCenterRow, ids)
     before = fleet_snapshot(session, data_centers)
     yield
     session.flush()

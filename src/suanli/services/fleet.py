@@ -18,7 +18,7 @@ from suanli.domain.lifecycle import NodeState
 from suanli.domain.specs import DataCenterPatch, NodeSpec
 from suanli.errors import ConflictError
 from suanli.services import audit, compliance, datacenters, nodes
-from suanli.store.tables import DataCenterRow, NodeEventRow, NodeRow
+from suanli.store.tables import DataCenterRow, NodeEventRow, NodeRow, WorkloadRow
 
 FLEET_REASON = "fleet file"
 
@@ -111,6 +111,13 @@ def _create_node(session: Session, actor: Actor, spec: NodeSpec, dc: DataCenterR
     )
 
 
+def _running_on(session: Session, row: NodeRow) -> list[str]:
+    stmt = select(WorkloadRow.name).where(
+        WorkloadRow.node_id == row.id, WorkloadRow.state == "running"
+    )
+    return list(session.scalars(stmt))
+
+
 def _update_node(
     session: Session, actor: Actor, row: NodeRow, spec: NodeSpec, dc: DataCenterRow
 ) -> bool:
@@ -120,6 +127,12 @@ def _update_node(
         raise ConflictError(
             f"node {spec.name!r} is managed by its agent, which detected {row.accelerator_count} x "
             f"{row.chip}; the fleet file says {spec.count} x {spec.chip}"
+        )
+    moved = row.data_center_id != dc.id
+    if (hardware_changed or moved) and (running := _running_on(session, row)):
+        what = f"move to {dc.name}" if moved else "change its hardware"
+        raise ConflictError(
+            f"node {spec.name!r} runs workloads {running}; finish them before you {what}"
         )
     if hardware_changed:
         row.chip = spec.chip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from suanli.catalog.chips import load_catalog
@@ -14,7 +14,7 @@ from suanli.domain.lifecycle import NodeState, check_transition
 from suanli.domain.specs import NodePatch, NodeSpec
 from suanli.errors import ConflictError, NotFoundError
 from suanli.services import audit, compliance, datacenters
-from suanli.store.tables import AcceleratorRow, DataCenterRow, NodeEventRow, NodeRow
+from suanli.store.tables import AcceleratorRow, DataCenterRow, NodeEventRow, NodeRow, WorkloadRow
 from suanli.store.types import utcnow
 
 
@@ -156,6 +156,12 @@ def set_state(session: Session, actor: Actor, row: NodeRow, target: NodeState, r
 
 def delete(session: Session, actor: Actor, name: str, override_reason: str | None = None) -> None:
     row = get(session, name)
+    ran = session.scalar(select(func.count(WorkloadRow.id)).where(WorkloadRow.node_id == row.id))
+    if ran:
+        raise ConflictError(
+            f"node {name!r} has {ran} workloads in its history, which billing and lineage "
+            "refer to; set it down or quarantined instead of deleting it"
+        )
     before = snapshot(row)
     dc = row.data_center.name
     with compliance.fleet_guard(session, actor, f"removal of node {name}", {dc}, override_reason):

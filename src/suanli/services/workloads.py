@@ -22,10 +22,12 @@ from suanli.errors import ConflictError, NotFoundError, PolicyDeniedError
 from suanli.policy.evaluate import Verdict, evaluate_placement, where_may_run
 from suanli.policy.snapshot import PlacementView, Residency, TenantView, WorkloadView
 from suanli.services import audit, compliance, nodes, tenants
+from suanli.store.locks import lock_rows
 from suanli.store.tables import (
     ArtifactRow,
     DatasetRow,
     LineageRow,
+    NodeRow,
     TenantRow,
     WorkloadRow,
 )
@@ -135,6 +137,10 @@ def submit(
         raise ConflictError(f"tenant {tenant!r} already has a workload {spec.name!r}")
     datasets, artifacts, residency = _inputs(session, trow, spec)
     node = nodes.get(session, spec.node)
+    # Lock the node and the tenant (PostgreSQL; held to commit): two submissions cannot both
+    # take the last free accelerators, nor both slip under the tenant's quota.
+    lock_rows(session, NodeRow, [node.id])
+    lock_rows(session, TenantRow, [trow.id])
     if node.chip is None:
         raise ConflictError(f"node {spec.node!r} has no accelerators")
     if NodeState(node.state) is not NodeState.READY:

@@ -20,7 +20,7 @@ def list_audit(
     resource_type: str | None = None,
     resource: str | None = None,
     actor: str | None = None,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditOut]:
     rows = audit.query(session, resource_type, resource, actor, limit, before_id)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from suanli.api.deps import Admin, DbSession, OverrideReason
+from suanli.api.deps import Admin, Cursor, DbSession, OverrideReason
 from suanli.api.wire import NodeEventOut, NodeOut, NodePage
 from suanli.domain.lifecycle import NodeState
 from suanli.domain.specs import NodePatch, NodeSpec, StateChange
@@ -23,7 +23,7 @@ def list_nodes(
     data_center: str | None = None,
     state: NodeState | None = None,
     chip: str | None = None,
-    after: Annotated[int, Query(ge=0, description="cursor from next_after")] = 0,
+    after: Cursor = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
 ) -> NodePage:
     rows = nodes.list_page(session, data_center, state, chip, after, limit)

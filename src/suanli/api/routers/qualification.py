@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from suanli.api.deps import Admin, AgentCaller, DbSession
+from suanli.api.deps import Admin, AgentCaller, DbSession, RowId
 from suanli.api.wire import NodeOut
 from suanli.qualify.html import render_html
 from suanli.qualify.model import QualificationReport
@@ -90,13 +90,13 @@ def compare(chip: str, session: DbSession, _admin: Admin) -> list[dict[str, Any]
 
 
 @router.get("/v1/qualifications/{run_id}")
-def get_run(run_id: int, session: DbSession, _admin: Admin) -> RunOut:
+def get_run(run_id: RowId, session: DbSession, _admin: Admin) -> RunOut:
     run = qualification.get_run(session, run_id)
     node = session.get(NodeRow, run.node_id)
     return RunOut.of(run, node.name if node else "?", with_report=True)
 
 
 @router.get("/v1/qualifications/{run_id}/report.html", response_class=HTMLResponse)
-def report_html(run_id: int, session: DbSession, _admin: Admin) -> HTMLResponse:
+def report_html(run_id: RowId, session: DbSession, _admin: Admin) -> HTMLResponse:
     run = qualification.get_run(session, run_id)
     return HTMLResponse(render_html(QualificationReport.from_json(run.report)))

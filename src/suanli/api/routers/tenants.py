@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from suanli.api.deps import Admin, Caller, DbSession, require_tenant_access
+from suanli.api.deps import Admin, Caller, DbSession, RowId, require_tenant_access
 from suanli.api.wire import CredentialOut, IssuedCredentialOut, TenantOut, UserOut
 from suanli.domain.specs import ApiKeySpec, TenantSpec, UserSpec
 from suanli.services import credentials, tenants
@@ -54,7 +54,7 @@ def create_api_key(
 
 
 @router.delete("/{name}/api-keys/{key_id}")
-def revoke_api_key(name: str, key_id: int, session: DbSession, admin: Admin) -> CredentialOut:
+def revoke_api_key(name: str, key_id: RowId, session: DbSession, admin: Admin) -> CredentialOut:
     row = credentials.revoke(session, admin, key_id, tenant=name)
     session.commit()
     return CredentialOut.of(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from suanli.api.deps import Admin, DbSession
+from suanli.api.deps import Admin, DbSession, RowId
 from suanli.api.wire import CredentialOut, IssuedCredentialOut
 from suanli.domain.specs import TokenSpec
 from suanli.errors import NotFoundError
@@ -26,7 +26,7 @@ def issue_token(spec: TokenSpec, session: DbSession, admin: Admin) -> IssuedCred
 
 
 @router.delete("/{token_id}")
-def revoke_token(token_id: int, session: DbSession, admin: Admin) -> CredentialOut:
+def revoke_token(token_id: RowId, session: DbSession, admin: Admin) -> CredentialOut:
     existing = [r for r in credentials.list_tokens(session) if r.id == token_id]
     if not existing:
         raise NotFoundError("token", str(token_id))
