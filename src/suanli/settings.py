@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     qualify_time_scale: float = Field(
         default=1.0, gt=0, le=10, description="scales the suite's durations (tests use < 1)"
     )
+    qualify_thresholds: Path | None = Field(
+        default=None, description="qualification thresholds file (default: packaged)"
+    )
     local_country: str = Field(default="CN", min_length=2, max_length=2)
     log_level: str = Field(default="info")
 

@@ -15,6 +15,7 @@ from suanli.qualify.backends import NumpyBackend
 from suanli.qualify.faults import BitFlips, FaultyBackend
 from suanli.qualify.model import Measurement, QualificationReport
 from tests.conftest import Api
+from tests.qualify.conftest import tolerant_thresholds
 
 SCALE = 0.02  # "standard" in about a second
 
@@ -42,7 +43,8 @@ def make_agent(api: Api, backend: Any = None, name: str = "box-1") -> Agent:
     token = api.client.post("/v1/admin/tokens", json={"kind": "agent"}).json()["secret"]
     client = ApiClient("http://testserver", token, http=TestClient(api.client.app))
     config = AgentConfig(name=name, data_center="lab", interval_s=0.05, qualify_time_scale=SCALE)
-    return Agent(client, config, cpu_host, suite_backend=backend or (lambda: NumpyBackend(2)))
+    suite = backend or (lambda: NumpyBackend(2))
+    return Agent(client, config, cpu_host, suite_backend=suite, thresholds=tolerant_thresholds())
 
 
 def states(api: Api, node: str) -> list[str]:

@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -67,6 +68,7 @@ class AgentConfig:
     qualify_level: str = "standard"
     qualify_backend: str = "auto"
     qualify_time_scale: float = 1.0
+    qualify_thresholds: Path | None = None  # a thresholds file; None: the packaged defaults
 
 
 class Agent:
@@ -76,6 +78,7 @@ class Agent:
         config: AgentConfig,
         detect: Callable[[], HostInfo] = detect_host,
         suite_backend: Callable[[], Any] | None = None,
+        thresholds: Any = None,
     ) -> None:
         """``suite_backend`` builds the qualification backend (default: by config name);
         tests pass one with injected faults."""
@@ -83,6 +86,7 @@ class Agent:
         self.config = config
         self.detect = detect
         self.suite_backend = suite_backend
+        self.thresholds = thresholds  # None: the packaged defaults, or config.qualify_thresholds
         self.stop_event = threading.Event()
         self.interval_s = config.interval_s or 5.0
         self.registered = threading.Event()
@@ -164,7 +168,7 @@ class Agent:
                 backend,
                 cast(Level, level),
                 chip,
-                load_thresholds(),
+                self.thresholds or load_thresholds(self.config.qualify_thresholds),
                 time_scale=self.config.qualify_time_scale,
             )
             reply = self.client.post(

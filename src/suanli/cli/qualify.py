@@ -48,6 +48,15 @@ def qualify(
     time_scale: Annotated[
         float, typer.Option(envvar="SUANLI_QUALIFY_TIME_SCALE", min=0.001, max=10)
     ] = 1.0,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            envvar="SUANLI_QUALIFY_THRESHOLDS",
+            help="thresholds file [packaged defaults]",
+        ),
+    ] = None,
     upload: Annotated[
         str | None, typer.Option(help="report the run as this node's (needs SUANLI_TOKEN)")
     ] = None,
@@ -90,7 +99,7 @@ def qualify(
                 suite_backend,
                 cast(Level, level),
                 spec,
-                load_thresholds(),
+                load_thresholds(thresholds),
                 time_scale=time_scale,
                 progress=progress,
             )

@@ -72,7 +72,7 @@ def up(
         base = f"http://{settings.host}:{bound[1]}"
         _banner(base, url, admin_token, time.perf_counter() - t0)
         if agent:
-            _start_embedded_agent(base, agent_token, settings.qualify_time_scale)
+            _start_embedded_agent(base, agent_token, settings)
 
     threading.Thread(target=when_started, name="banner", daemon=True).start()
     server.run()
@@ -101,14 +101,17 @@ def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> Non
         print(f"  export SUANLI_SERVER={base}", flush=True)
 
 
-def _start_embedded_agent(base: str, token: str, time_scale: float) -> None:
+def _start_embedded_agent(base: str, token: str, settings: Settings) -> None:
     from suanli.agent.runner import Agent, AgentConfig, default_node_name
     from suanli.client import ApiClient, ApiError
     from suanli.services import bootstrap
 
     client = ApiClient(base, token)
     config = AgentConfig(
-        name=default_node_name(), data_center=bootstrap.LOCAL_DC, qualify_time_scale=time_scale
+        name=default_node_name(),
+        data_center=bootstrap.LOCAL_DC,
+        qualify_time_scale=settings.qualify_time_scale,
+        qualify_thresholds=settings.qualify_thresholds,
     )
     node = Agent(client, config)
 
@@ -139,6 +142,15 @@ def agent_cmd(
     time_scale: Annotated[
         float, typer.Option(envvar="SUANLI_QUALIFY_TIME_SCALE", help="scale suite durations")
     ] = 1.0,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            envvar="SUANLI_QUALIFY_THRESHOLDS",
+            help="qualification thresholds file [packaged defaults]",
+        ),
+    ] = None,
 ) -> None:
     """Run the node agent: detect hardware, register this node, heartbeat."""
     from suanli.agent.runner import Agent, AgentConfig, default_node_name
@@ -159,6 +171,7 @@ def agent_cmd(
         qualify_level=level,
         qualify_backend=backend,
         qualify_time_scale=time_scale,
+        qualify_thresholds=thresholds,
     )
     with ApiClient(server, token) as client:
         node = Agent(client, config)
