@@ -6,24 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.test_compliance import TEN_H100
 from tests.cli.test_up import EXAMPLE, start, stop
 
 pytestmark = pytest.mark.slow
-
-TEN_H100 = """\
-data_centers:
-  - name: nx-zhongwei
-    country: CN
-    region: Ningxia
-    city: Zhongwei
-    operator: Ningxia Western Cloud Computing
-    owner_type: state
-    costs:
-      - {chip: Ascend 910B, per_accelerator_hour: "8.50", currency: CNY}
-      - {chip: H20, per_accelerator_hour: "7.20", currency: CNY}
-    nodes:
-      - {name: "nx-h100-{i:02d}", replicas: 10, chip: H100 SXM, count: 8, state: ready}
-"""
 
 
 def test_compliance_tour(tmp_path: Path) -> None:

@@ -64,3 +64,9 @@ JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
 OverrideOpt = typer.Option(
     help="push through a change a domestic-share rule refuses (logged and audited)"
 )
+ThresholdsOpt = typer.Option(
+    exists=True,
+    dir_okay=False,
+    envvar="SUANLI_QUALIFY_THRESHOLDS",
+    help="qualification thresholds file [packaged defaults]",
+)

@@ -10,7 +10,15 @@ from typing import Annotated, Any, cast
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from suanli.cli.common import JsonOpt, api, console, err_console, print_json, table
+from suanli.cli.common import (
+    JsonOpt,
+    ThresholdsOpt,
+    api,
+    console,
+    err_console,
+    print_json,
+    table,
+)
 
 qualifications_app = typer.Typer(help="Stored qualification runs of nodes: list, show, compare.")
 
@@ -48,15 +56,7 @@ def qualify(
     time_scale: Annotated[
         float, typer.Option(envvar="SUANLI_QUALIFY_TIME_SCALE", min=0.001, max=10)
     ] = 1.0,
-    thresholds: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            envvar="SUANLI_QUALIFY_THRESHOLDS",
-            help="thresholds file [packaged defaults]",
-        ),
-    ] = None,
+    thresholds: Annotated[Path | None, ThresholdsOpt] = None,
     upload: Annotated[
         str | None, typer.Option(help="report the run as this node's (needs SUANLI_TOKEN)")
     ] = None,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from suanli import __version__
-from suanli.cli.common import console, err_console
+from suanli.cli.common import ThresholdsOpt, console, err_console
 from suanli.settings import Settings
 
 # The server, database and agent stacks are imported inside the commands that need them,
@@ -142,15 +142,7 @@ def agent_cmd(
     time_scale: Annotated[
         float, typer.Option(envvar="SUANLI_QUALIFY_TIME_SCALE", help="scale suite durations")
     ] = 1.0,
-    thresholds: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            envvar="SUANLI_QUALIFY_THRESHOLDS",
-            help="qualification thresholds file [packaged defaults]",
-        ),
-    ] = None,
+    thresholds: Annotated[Path | None, ThresholdsOpt] = None,
 ) -> None:
     """Run the node agent: detect hardware, register this node, heartbeat."""
     from suanli.agent.runner import Agent, AgentConfig, default_node_name

@@ -18,7 +18,7 @@ from suanli.domain.lifecycle import NodeState
 from suanli.domain.specs import DataCenterPatch, NodeSpec
 from suanli.errors import ConflictError
 from suanli.services import audit, compliance, datacenters, nodes
-from suanli.store.tables import DataCenterRow, NodeEventRow, NodeRow, WorkloadRow
+from suanli.store.tables import DataCenterRow, NodeRow, WorkloadRow
 
 FLEET_REASON = "fleet file"
 
@@ -70,7 +70,7 @@ def _apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
         dc = dc_rows[spec.data_center]
         row = existing_nodes.get(spec.name)
         if row is None:
-            _create_node(session, actor, spec, dc)
+            nodes.add_row(session, actor, spec, dc, FLEET_REASON)
             result.created_nodes += 1
         elif _update_node(session, actor, row, spec, dc):
             result.updated_nodes.append(spec.name)
@@ -78,37 +78,6 @@ def _apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
             result.unchanged_nodes += 1
     session.flush()
     return result
-
-
-def _create_node(session: Session, actor: Actor, spec: NodeSpec, dc: DataCenterRow) -> None:
-    """Like nodes.create, without a query per node (the caller checked names in bulk)."""
-    row = NodeRow(
-        name=spec.name,
-        data_center=dc,
-        chip=spec.chip,
-        accelerator_count=spec.count,
-        island=spec.island,
-        cpu_cores=spec.cpu_cores,
-        memory_mb=spec.memory_mb,
-        state=spec.state.value,
-        state_reason=FLEET_REASON,
-        accelerators=nodes.accelerator_rows(spec.chip, spec.count, spec.memory_gb),
-    )
-    session.add(row)
-    session.add(
-        NodeEventRow(
-            node=row, from_state=None, to_state=row.state, reason=FLEET_REASON, actor=actor.name
-        )
-    )
-    audit.record(
-        session,
-        actor,
-        "create",
-        "node",
-        spec.name,
-        after=nodes.snapshot(row, dc.name),
-        reason=FLEET_REASON,
-    )
 
 
 def _running_on(session: Session, row: NodeRow) -> list[str]:

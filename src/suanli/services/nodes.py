@@ -86,25 +86,34 @@ def create(
         raise ConflictError(f"node {spec.name!r} already exists")
     subject = f"node {spec.name} in {dc.name}"
     with compliance.fleet_guard(session, actor, subject, {dc.name}, override_reason):
-        row = NodeRow(
-            name=spec.name,
-            data_center=dc,
-            chip=spec.chip,
-            accelerator_count=spec.count,
-            island=spec.island,
-            cpu_cores=spec.cpu_cores,
-            memory_mb=spec.memory_mb,
-            state=spec.state.value,
-            state_reason="created",
-            accelerators=accelerator_rows(spec.chip, spec.count, spec.memory_gb),
-        )
-        session.add(row)
-        session.add(
-            NodeEventRow(
-                node=row, from_state=None, to_state=row.state, reason="created", actor=actor.name
-            )
-        )
-    audit.record(session, actor, "create", "node", row.name, after=snapshot(row, dc.name))
+        row = add_row(session, actor, spec, dc, "created")
+    return row
+
+
+def add_row(
+    session: Session, actor: Actor, spec: NodeSpec, dc: DataCenterRow, reason: str
+) -> NodeRow:
+    """Add the node, its accelerators, its first event and the audit entry (no checks: the
+    caller has checked the name and runs the compliance guard)."""
+    row = NodeRow(
+        name=spec.name,
+        data_center=dc,
+        chip=spec.chip,
+        accelerator_count=spec.count,
+        island=spec.island,
+        cpu_cores=spec.cpu_cores,
+        memory_mb=spec.memory_mb,
+        state=spec.state.value,
+        state_reason=reason,
+        accelerators=accelerator_rows(spec.chip, spec.count, spec.memory_gb),
+    )
+    session.add(row)
+    session.add(
+        NodeEventRow(node=row, from_state=None, to_state=row.state, reason=reason, actor=actor.name)
+    )
+    audit.record(
+        session, actor, "create", "node", spec.name, after=snapshot(row, dc.name), reason=reason
+    )
     return row
 
 
