@@ -25,6 +25,15 @@ class Decision:
     sentence: str
     licence: str | None = None
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "kind": self.kind,
+            "allowed": self.allowed,
+            "sentence": self.sentence,
+            "licence": self.licence,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from suanli.catalog.chips import load_catalog
@@ -58,15 +58,6 @@ def build(session: Session, since: datetime, until: datetime) -> dict[str, Any]:
     rules = compliance.active_rules(session)
     snap = compliance.fleet_snapshot(session)
     usage = _usage(session, since, until)
-    running = {
-        (dc, chip): n
-        for dc, chip, n in session.execute(
-            select(DataCenterRow.name, WorkloadRow.chip, func.sum(WorkloadRow.accelerators))
-            .join(DataCenterRow, WorkloadRow.data_center_id == DataCenterRow.id)
-            .where(WorkloadRow.state == "running")
-            .group_by(DataCenterRow.name, WorkloadRow.chip)
-        )
-    }
     centers = []
     for name, dc in sorted(snap.data_centers.items()):
         shares = shares_of(snap, name, catalog)
@@ -74,7 +65,9 @@ def build(session: Session, since: datetime, until: datetime) -> dict[str, Any]:
             n.count for n in snap.nodes_in(name) if n.chip and catalog.get(n.chip).domestic_cn
         )
         domestic_busy = sum(
-            v for (d, chip), v in running.items() if d == name and catalog.get(chip).domestic_cn
+            a.count
+            for a in snap.allocations  # running workloads
+            if a.data_center == name and catalog.get(a.chip).domestic_cn
         )
         centers.append(
             {
@@ -83,7 +76,7 @@ def build(session: Session, since: datetime, until: datetime) -> dict[str, Any]:
                 "owner_type": dc.owner_type,
                 "accelerators": int(shares.count.total),
                 "domestic_accelerators": domestic_installed,
-                "domestic_idle_now": domestic_installed - int(domestic_busy),
+                "domestic_idle_now": domestic_installed - domestic_busy,
                 "shares": {
                     "count": _share(shares.count),
                     "compute": _share(shares.compute),

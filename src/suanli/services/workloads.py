@@ -328,16 +328,7 @@ def evaluate(session: Session, spec: EvaluateSpec) -> list[dict[str, Any]]:
                 "chip": chip,
                 "allowed": verdict.allowed,
                 "sentence": verdict.sentence,
-                "decisions": [
-                    {
-                        "rule": d.rule,
-                        "kind": d.kind,
-                        "allowed": d.allowed,
-                        "sentence": d.sentence,
-                        "licence": d.licence,
-                    }
-                    for d in verdict.decisions
-                ],
+                "decisions": [d.to_json() for d in verdict.decisions],
             }
         )
     return out

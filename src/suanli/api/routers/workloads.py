@@ -115,16 +115,7 @@ def submit_workload(
     row, verdict = workloads.submit(session, caller, tenant, spec)
     session.commit()
     out = WorkloadOut.of(row, tenant)
-    out.decisions = [
-        {
-            "rule": d.rule,
-            "kind": d.kind,
-            "allowed": d.allowed,
-            "sentence": d.sentence,
-            "licence": d.licence,
-        }
-        for d in verdict.decisions
-    ]
+    out.decisions = [d.to_json() for d in verdict.decisions]
     return out
 
 
