@@ -36,8 +36,23 @@ class Settings(BaseSettings):
     qualify_thresholds: Path | None = Field(
         default=None, description="qualification thresholds file (default: packaged)"
     )
+    gateway_redis_url: str | None = Field(
+        default=None, description="share rate limits between gateway processes through Redis"
+    )
+    gateway_key_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="how long a key lookup is reused"
+    )
+    gateway_refresh_s: float = Field(default=0.5, gt=0, le=60, description="replica table reload")
+    gateway_flush_s: float = Field(default=0.2, gt=0, le=60, description="usage journal flush")
+    gateway_fsync: bool = Field(
+        default=False, description="fsync each usage record (survives a machine crash too)"
+    )
+    gateway_max_attempts: int = Field(default=3, ge=1, le=10, description="replicas tried")
     local_country: str = Field(default="CN", min_length=2, max_length=2)
     log_level: str = Field(default="info")
+
+    def journal_dir(self) -> Path:
+        return self.home / "usage-journal"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,13 @@ from typing import Any, cast
 import httpx
 
 from suanli.agent.detect import HostInfo, detect_host
+from suanli.agent.serving import ReplicaManager
 from suanli.client import ApiClient, ApiError
 from suanli.domain.agent import DeviceReport, Heartbeat, Registration
+from suanli.domain.serving import ReplicaOrder
 
 log = logging.getLogger("suanli.agent")
+SERVING_POLL_S = 0.5  # how often replicas are checked between heartbeats
 
 
 def default_node_name(hostname: str | None = None) -> str:
@@ -69,6 +73,8 @@ class AgentConfig:
     qualify_backend: str = "auto"
     qualify_time_scale: float = 1.0
     qualify_thresholds: Path | None = None  # a thresholds file; None: the packaged defaults
+    serve_dir: Path | None = None  # run model replicas here; None: this agent serves nothing
+    serve_host: str = "127.0.0.1"  # the address engines bind and the gateways call
 
 
 class Agent:
@@ -94,6 +100,9 @@ class Agent:
         self.state = ""
         self._suite: threading.Thread | None = None
         self.suite_error: Exception | None = None
+        self.serving: ReplicaManager | None = None
+        if config.serve_dir is not None:
+            self.serving = ReplicaManager(config.serve_dir, config.serve_host)
 
     def register(self) -> str:
         host = self.detect()
@@ -121,7 +130,8 @@ class Agent:
         return self.state
 
     def beat(self) -> str:
-        beat = Heartbeat(node=self.config.name, devices=_devices(self.detect()))
+        reports = self.serving.reports() if self.serving is not None else None
+        beat = Heartbeat(node=self.config.name, devices=_devices(self.detect()), replicas=reports)
         try:
             reply = self.client.post("/v1/agent/heartbeat", beat.model_dump(mode="json"))
         except ApiError as exc:
@@ -129,6 +139,9 @@ class Agent:
                 return self.register()
             raise
         self.state = str(reply["state"])
+        if self.serving is not None:
+            orders = [ReplicaOrder.model_validate(o) for o in reply.get("replicas", [])]
+            self.serving.reconcile(orders)
         if self.config.qualify and reply.get("health_check_due"):
             self._start_suite("health")
         return self.state
@@ -203,7 +216,20 @@ class Agent:
                     raise
                 log.warning("server answered %s; retrying in %.0f s", exc, backoff)
                 wait, backoff = backoff, min(backoff * 2, self.config.max_backoff_s)
-            self.stop_event.wait(wait)
+            self._idle(wait)
+
+    def _idle(self, wait: float) -> None:
+        """Wait for the next beat, watching the replicas: a change is reported at once."""
+        deadline = time.monotonic() + wait
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop_event.wait(min(left, SERVING_POLL_S))
+            if self.serving is not None and self.serving.poll() and self.registered.is_set():
+                return
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.serving is not None:
+            self.serving.stop_all()

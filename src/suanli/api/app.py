@@ -26,6 +26,7 @@ from suanli.api.routers import (
     audit,
     chips,
     datacenters,
+    deployments,
     fleet,
     nodes,
     policy,
@@ -34,6 +35,7 @@ from suanli.api.routers import (
     tokens,
     workloads,
 )
+from suanli.gateway.app import Gateway
 from suanli.services import agents
 from suanli.services.audit import request_id_var
 from suanli.settings import Settings
@@ -42,8 +44,15 @@ from suanli.store.db import make_engine, make_sessionmaker
 log = logging.getLogger("suanli.api")
 
 
-def create_app(settings: Settings, engine: Engine | None = None, liveness: bool = True) -> FastAPI:
-    """Build the app. The schema must already be at head (``suanli.store.migrate``)."""
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    liveness: bool = True,
+    gateway: Gateway | None = None,
+) -> FastAPI:
+    """Build the app. The schema must already be at head (``suanli.store.migrate``).
+
+    With ``gateway``, its lifetime follows the app's (wrap the app in ``Dispatch``)."""
     engine = engine or make_engine(settings.resolved_database_url())
     factory = make_sessionmaker(engine)
     metrics = Metrics(factory)
@@ -51,9 +60,13 @@ def create_app(settings: Settings, engine: Engine | None = None, liveness: bool 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_liveness_loop(settings, factory)) if liveness else None
+        if gateway is not None:
+            await gateway.start()
         try:
             yield
         finally:
+            if gateway is not None:
+                await gateway.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -108,6 +121,7 @@ def create_app(settings: Settings, engine: Engine | None = None, liveness: bool 
         workloads,
         policy,
         qualification,
+        deployments,
     )
     for module in routers:
         app.include_router(module.router)

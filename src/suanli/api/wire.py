@@ -166,6 +166,8 @@ class TenantOut(BaseModel):
     display_name: str
     country: str
     verified: bool
+    rpm_limit: int | None
+    tpm_limit: int | None
     users: list[UserOut]
     created_at: datetime
 
@@ -176,6 +178,8 @@ class TenantOut(BaseModel):
             display_name=row.display_name,
             country=row.country,
             verified=row.verified,
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
             users=[UserOut.of(u) for u in row.users],
             created_at=row.created_at,
         )
@@ -187,6 +191,8 @@ class CredentialOut(BaseModel):
     name: str
     prefix: str
     models: list[str] | None
+    rpm_limit: int | None
+    tpm_limit: int | None
     created_at: datetime
     revoked_at: datetime | None
 
@@ -198,6 +204,8 @@ class CredentialOut(BaseModel):
             name=row.name,
             prefix=row.prefix,
             models=row.allowed_models,
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
             created_at=row.created_at,
             revoked_at=row.revoked_at,
         )

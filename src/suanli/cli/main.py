@@ -14,7 +14,8 @@ from suanli.cli.compliance import artifacts_app, compliance_app, datasets_app, w
 from suanli.cli.fleet import fleet_app
 from suanli.cli.inventory import dc_app, nodes_app
 from suanli.cli.qualify import qualifications_app, qualify
-from suanli.cli.server import agent_cmd, migrate_cmd, up
+from suanli.cli.server import agent_cmd, gateway_cmd, migrate_cmd, up
+from suanli.cli.serving import deploy, deployments_app, models_app, usage
 from suanli.cli.tenants import keys_app, tenants_app, tokens_app
 
 app = typer.Typer(
@@ -25,6 +26,11 @@ app = typer.Typer(
 app.command()(up)
 app.command("agent")(agent_cmd)
 app.command("migrate")(migrate_cmd)
+app.command("gateway")(gateway_cmd)
+app.command()(deploy)
+app.command()(usage)
+app.add_typer(deployments_app, name="deployments")
+app.add_typer(models_app, name="models")
 app.command()(chips)
 app.command()(audit)
 app.command()(qualify)

@@ -38,6 +38,7 @@ def up(
     import uvicorn
 
     from suanli.api.app import create_app
+    from suanli.gateway.app import Dispatch, from_settings
     from suanli.services import bootstrap
     from suanli.store import migrate
     from suanli.store.db import make_engine, make_sessionmaker
@@ -56,8 +57,17 @@ def up(
         bootstrap.ensure_local_data_center(session, settings.local_country)
         agent_token = bootstrap.embedded_agent_token(session)
         session.commit()
-    app = create_app(settings, engine)
-    server = uvicorn.Server(
+    gateway = from_settings(settings, engine)
+    app = Dispatch(create_app(settings, engine, gateway=gateway), gateway)
+    agents: list[Any] = []
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            for node in agents:  # stop the model replicas this process started
+                node.stop()
+
+    server = Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
         )
@@ -72,7 +82,7 @@ def up(
         base = f"http://{settings.host}:{bound[1]}"
         _banner(base, url, admin_token, time.perf_counter() - t0)
         if agent:
-            _start_embedded_agent(base, agent_token, settings)
+            agents.append(_start_embedded_agent(base, agent_token, settings))
 
     threading.Thread(target=when_started, name="banner", daemon=True).start()
     server.run()
@@ -89,6 +99,7 @@ def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> Non
     safe_url = make_url(url).render_as_string(hide_password=True)
     console.print(f"[bold green]suanli {__version__} is up[/bold green] in {seconds:.2f} s")
     console.print(f"  API       {base}   (OpenAPI {base}/openapi.json, docs {base}/docs)")
+    console.print(f"  gateway   {base}/v1   (OpenAI-compatible; tenant API keys)")
     console.print(f"  database  {safe_url}")
     if admin_token:
         console.print("  operator admin token (shown once, stored hashed):")
@@ -101,7 +112,7 @@ def _banner(base: str, url: str, admin_token: str | None, seconds: float) -> Non
         print(f"  export SUANLI_SERVER={base}", flush=True)
 
 
-def _start_embedded_agent(base: str, token: str, settings: Settings) -> None:
+def _start_embedded_agent(base: str, token: str, settings: Settings) -> Any:
     from suanli.agent.runner import Agent, AgentConfig, default_node_name
     from suanli.client import ApiClient, ApiError
     from suanli.services import bootstrap
@@ -112,6 +123,7 @@ def _start_embedded_agent(base: str, token: str, settings: Settings) -> None:
         data_center=bootstrap.LOCAL_DC,
         qualify_time_scale=settings.qualify_time_scale,
         qualify_thresholds=settings.qualify_thresholds,
+        serve_dir=settings.home / "replicas",
     )
     node = Agent(client, config)
 
@@ -122,6 +134,7 @@ def _start_embedded_agent(base: str, token: str, settings: Settings) -> None:
             err_console.print(f"[red]embedded agent stopped:[/red] {exc}")
 
     threading.Thread(target=run, name="agent", daemon=True).start()
+    return node
 
 
 def agent_cmd(
@@ -179,6 +192,49 @@ def agent_cmd(
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             node.stop()
+
+
+def gateway_cmd(
+    host: Annotated[str | None, typer.Option(help="bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[int, typer.Option(help="port")] = 8271,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="processes")] = 1,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL [default: SQLite]")
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="share rate limits between processes [default: in-process]"),
+    ] = None,
+) -> None:
+    """Run gateway-only processes (OpenAI-compatible /v1) beside a running control plane.
+
+    Every process reads keys and replicas from the same database and journals its usage;
+    give --redis-url when several processes (or hosts) must share rate limits."""
+    import os
+
+    import uvicorn
+
+    if database_url:
+        os.environ["SUANLI_DATABASE_URL"] = database_url
+    if redis_url:
+        os.environ["SUANLI_GATEWAY_REDIS_URL"] = redis_url
+    elif workers > 1:
+        err_console.print(
+            "[yellow]note:[/yellow] without --redis-url each process keeps its "
+            "own rate-limit buckets"
+        )
+    settings = _settings(host=host)
+    _quiet_libraries()
+    console.print(f"suanli gateway on http://{settings.host}:{port}/v1 ({workers} process(es))")
+    uvicorn.run(
+        "suanli.gateway.app:standalone",
+        factory=True,
+        host=settings.host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def migrate_cmd(

@@ -12,6 +12,54 @@ tenants_app = typer.Typer(help="Tenants (AI developers and companies) and their 
 keys_app = typer.Typer(help="Tenant API keys: shown once, stored hashed, revocable.")
 tokens_app = typer.Typer(help="Operator admin tokens and node-agent tokens.")
 
+RpmOpt = Annotated[int | None, typer.Option(min=1, help="gateway requests per minute")]
+TpmOpt = Annotated[int | None, typer.Option(min=1, help="gateway tokens per minute")]
+
+
+def _limits(rpm: int | None, tpm: int | None, clear: bool) -> dict[str, int | None]:
+    if clear:
+        return {"rpm_limit": None, "tpm_limit": None}
+    body: dict[str, int | None] = {
+        k: v for k, v in (("rpm_limit", rpm), ("tpm_limit", tpm)) if v is not None
+    }
+    if not body:
+        raise typer.BadParameter("give --rpm and/or --tpm, or --clear")
+    return body
+
+
+@tenants_app.command("limits")
+def tenants_limits(
+    tenant: str,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    clear: Annotated[bool, typer.Option(help="remove both limits")] = False,
+) -> None:
+    """Set a tenant's gateway limits (all its keys together)."""
+    with api() as client:
+        row = client.patch(f"/v1/tenants/{tenant}/limits", _limits(rpm, tpm, clear))
+    console.print(
+        f"{tenant}: rpm {row['rpm_limit'] or 'unlimited'}, tpm {row['tpm_limit'] or 'unlimited'}"
+    )
+
+
+@keys_app.command("limits")
+def keys_limits(
+    tenant: str,
+    key_id: int,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    clear: Annotated[bool, typer.Option(help="remove both limits")] = False,
+) -> None:
+    """Set one API key's gateway limits."""
+    with api() as client:
+        row = client.patch(
+            f"/v1/tenants/{tenant}/api-keys/{key_id}/limits", _limits(rpm, tpm, clear)
+        )
+    console.print(
+        f"key {key_id}: rpm {row['rpm_limit'] or 'unlimited'}, "
+        f"tpm {row['tpm_limit'] or 'unlimited'}"
+    )
+
 
 @tenants_app.command("list")
 def tenants_list(as_json: bool = JsonOpt) -> None:
@@ -37,9 +85,18 @@ def tenants_create(
     country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code of the tenant")],
     display_name: str = "",
     verified: Annotated[bool, typer.Option(help="identity verified (KYC)")] = False,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
 ) -> None:
     """Create a tenant."""
-    body = {"name": name, "country": country, "display_name": display_name, "verified": verified}
+    body = {
+        "name": name,
+        "country": country,
+        "display_name": display_name,
+        "verified": verified,
+        "rpm_limit": rpm,
+        "tpm_limit": tpm,
+    }
     with api() as client:
         client.post("/v1/tenants", body)
     console.print(f"created tenant [bold]{name}[/bold]")
@@ -79,9 +136,11 @@ def keys_create(
     model: Annotated[
         list[str] | None, typer.Option(help="limit the key to this model (repeatable)")
     ] = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
 ) -> None:
     """Issue an API key; the secret is printed once and never again."""
-    body = {"name": name, "user": user, "models": model}
+    body = {"name": name, "user": user, "models": model, "rpm_limit": rpm, "tpm_limit": tpm}
     with api() as client:
         row = client.post(f"/v1/tenants/{tenant}/api-keys", body)
     console.print(f"key {row['id']} ({row['prefix']}...) for {tenant}; store it now:")

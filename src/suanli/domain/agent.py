@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from suanli.domain.serving import ReplicaOrder, ReplicaReport
 from suanli.domain.specs import MAX_INT32, MAX_INT64, Label, Name, Spec
 
 Health = Literal["ok", "warning", "critical", "unknown"]
@@ -38,6 +39,9 @@ class Registration(Spec):
 class Heartbeat(Spec):
     node: Name
     devices: list[DeviceReport] = Field(default_factory=list, max_length=64)
+    replicas: list[ReplicaReport] | None = Field(
+        default=None, max_length=1024, description="None: this agent does not run replicas"
+    )
 
 
 class RegistrationReply(Spec):
@@ -45,3 +49,4 @@ class RegistrationReply(Spec):
     state: str
     heartbeat_interval_s: float
     health_check_due: bool = False  # the server asks an idle ready node for a health check
+    replicas: list[ReplicaOrder] = Field(default_factory=list)  # what this node should run

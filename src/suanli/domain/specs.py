@@ -156,11 +156,24 @@ class StateChange(Spec):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+RpmLimit = Annotated[int | None, Field(default=None, ge=1, le=MAX_INT32)]
+TpmLimit = Annotated[int | None, Field(default=None, ge=1, le=MAX_INT64)]
+
+
 class TenantSpec(Spec):
     name: Name
     display_name: Label = ""
     country: Country
     verified: bool = False
+    rpm_limit: RpmLimit = Field(default=None, description="gateway requests per minute")
+    tpm_limit: TpmLimit = Field(default=None, description="gateway tokens per minute")
+
+
+class LimitsPatch(Spec):
+    """Change a tenant's or an API key's gateway limits; null removes a limit."""
+
+    rpm_limit: RpmLimit = None
+    tpm_limit: TpmLimit = None
 
 
 class UserSpec(Spec):
@@ -175,6 +188,8 @@ class ApiKeySpec(Spec):
     models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, description="when set, the key may call only these models"
     )
+    rpm_limit: RpmLimit = Field(default=None, description="gateway requests per minute")
+    tpm_limit: TpmLimit = Field(default=None, description="gateway tokens per minute")
 
 
 class TokenSpec(Spec):

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from suanli.domain import secrets
 from suanli.domain.actor import Actor
-from suanli.domain.specs import ApiKeySpec, TokenSpec
+from suanli.domain.specs import ApiKeySpec, LimitsPatch, TokenSpec
 from suanli.errors import AuthenticationError, ConflictError, NotFoundError
 from suanli.services import audit, tenants
 from suanli.store.tables import CredentialRow, TenantRow
@@ -48,6 +48,8 @@ def issue_api_key(
         tenant_id=trow.id,
         user_id=user_id,
         allowed_models=list(spec.models) if spec.models is not None else None,
+        rpm_limit=spec.rpm_limit,
+        tpm_limit=spec.tpm_limit,
     )
     session.add(row)
     session.flush()
@@ -57,7 +59,13 @@ def issue_api_key(
         "issue",
         "api_key",
         f"{tenant}/{row.id}",
-        after={"name": spec.name, "prefix": issued.prefix, "models": row.allowed_models},
+        after={
+            "name": spec.name,
+            "prefix": issued.prefix,
+            "models": row.allowed_models,
+            "rpm_limit": row.rpm_limit,
+            "tpm_limit": row.tpm_limit,
+        },
     )
     return row, issued.plaintext
 
@@ -121,3 +129,18 @@ def has_admin(session: Session) -> bool:
         CredentialRow.kind == "admin", CredentialRow.revoked_at.is_(None)
     )
     return session.scalar(stmt.limit(1)) is not None
+
+
+def set_key_limits(
+    session: Session, actor: Actor, tenant: str, key_id: int, patch: LimitsPatch
+) -> CredentialRow:
+    trow = tenants.get(session, tenant)
+    row = session.get(CredentialRow, key_id)
+    if row is None or row.kind != "api_key" or row.tenant_id != trow.id:
+        raise NotFoundError("api key", f"{tenant}/{key_id}")
+    before = {"rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit}
+    for field in patch.model_fields_set:
+        setattr(row, field, getattr(patch, field))
+    after = {"rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit}
+    audit.record(session, actor, "set_limits", "api_key", f"{tenant}/{row.id}", before, after)
+    return row

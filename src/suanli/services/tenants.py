@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from suanli.domain.actor import Actor
-from suanli.domain.specs import TenantSpec, UserSpec
+from suanli.domain.specs import LimitsPatch, TenantSpec, UserSpec
 from suanli.errors import ConflictError, NotFoundError
 from suanli.services import audit
 from suanli.store.tables import TenantRow, UserRow
@@ -20,6 +20,8 @@ def snapshot(row: TenantRow) -> dict[str, Any]:
         "display_name": row.display_name,
         "country": row.country,
         "verified": row.verified,
+        "rpm_limit": row.rpm_limit,
+        "tpm_limit": row.tpm_limit,
     }
 
 
@@ -72,3 +74,13 @@ def find_user(row: TenantRow, email: str) -> UserRow:
         if user.email == email.lower():
             return user
     raise NotFoundError("user", f"{row.name}/{email}")
+
+
+def set_limits(session: Session, actor: Actor, name: str, patch: LimitsPatch) -> TenantRow:
+    """Set the tenant's gateway limits (every gateway process applies them within a second)."""
+    row = get(session, name)
+    before = snapshot(row)
+    for field in patch.model_fields_set:
+        setattr(row, field, getattr(patch, field))
+    audit.record(session, actor, "set_limits", "tenant", row.name, before, snapshot(row))
+    return row

@@ -136,6 +136,8 @@ class TenantRow(Base):
     display_name: Mapped[str] = mapped_column(String(200), default="")
     country: Mapped[str] = mapped_column(String(2))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     users: Mapped[list[UserRow]] = relationship(
@@ -174,6 +176,8 @@ class CredentialRow(Base):
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
@@ -342,3 +346,99 @@ class CalibrationRow(Base):
     )
     run_id: Mapped[int] = mapped_column(ForeignKey("qualification_runs.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DeploymentRow(Base):
+    """A model served under a name: engine, replica count, chip constraint, LoRA adapters."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)  # the name clients call
+    model: Mapped[str] = mapped_column(String(120))  # model catalog id
+    kind: Mapped[str] = mapped_column(String(16))  # chat | embedding
+    engine: Mapped[str] = mapped_column(String(32))
+    replicas: Mapped[int] = mapped_column(Integer)  # desired count
+    accelerators: Mapped[int] = mapped_column(Integer, default=0)  # per replica; 0 = CPU
+    chip: Mapped[str | None] = mapped_column(String(80), nullable=True)  # constraint
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nodes.id", ondelete="RESTRICT"), nullable=True
+    )  # pinned node
+    precision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    context_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lora: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # [[name, path], ...]
+    routing: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True
+    )  # None: offered to every tenant
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | deleting
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    replica_rows: Mapped[list[ReplicaRow]] = relationship(
+        back_populates="deployment", cascade="all, delete-orphan", order_by="ReplicaRow.slot"
+    )
+
+
+class ReplicaRow(Base):
+    """One engine process of a deployment on one node; its agent reports its state."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (
+        Index("ix_replicas_node", "node_id"),
+        Index("ix_replicas_deployment", "deployment_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    slot: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nodes.id", ondelete="RESTRICT"), nullable=True
+    )  # None while pending placement
+    devices: Mapped[list[int]] = mapped_column(JSON, default=list)
+    desired: Mapped[str] = mapped_column(String(8), default="run")  # run | drain
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    endpoint: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    deployment: Mapped[DeploymentRow] = relationship(back_populates="replica_rows")
+    node: Mapped[NodeRow | None] = relationship()
+
+
+class UsageRow(Base):
+    """One gateway request: who, which model and replica, tokens, latency, outcome.
+
+    No foreign keys: a usage record outlives the key, deployment or node it names."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_tenant_started", "tenant_id", "started_at"),
+        Index("ix_usage_started", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[int] = mapped_column(Integer)
+    credential_id: Mapped[int] = mapped_column(Integer)
+    endpoint: Mapped[str] = mapped_column(String(32))  # chat | completions | embeddings
+    model: Mapped[str] = mapped_column(String(200))
+    deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    replica_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    node: Mapped[str] = mapped_column(String(63), default="")
+    chip: Mapped[str] = mapped_column(String(80), default="")
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status sent to the client
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | error | interrupted
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    latency_us: Mapped[int] = mapped_column(BigInteger)
+    ttft_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    gateway: Mapped[str] = mapped_column(String(64), default="")

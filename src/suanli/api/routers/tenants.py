@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from suanli.api.deps import Admin, Caller, DbSession, RowId, require_tenant_access
 from suanli.api.wire import CredentialOut, IssuedCredentialOut, TenantOut, UserOut
-from suanli.domain.specs import ApiKeySpec, TenantSpec, UserSpec
+from suanli.domain.specs import ApiKeySpec, LimitsPatch, TenantSpec, UserSpec
 from suanli.services import credentials, tenants
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -56,5 +56,21 @@ def create_api_key(
 @router.delete("/{name}/api-keys/{key_id}")
 def revoke_api_key(name: str, key_id: RowId, session: DbSession, admin: Admin) -> CredentialOut:
     row = credentials.revoke(session, admin, key_id, tenant=name)
+    session.commit()
+    return CredentialOut.of(row)
+
+
+@router.patch("/{name}/limits")
+def set_tenant_limits(name: str, patch: LimitsPatch, session: DbSession, admin: Admin) -> TenantOut:
+    row = tenants.set_limits(session, admin, name, patch)
+    session.commit()
+    return TenantOut.of(row)
+
+
+@router.patch("/{name}/api-keys/{key_id}/limits")
+def set_api_key_limits(
+    name: str, key_id: RowId, patch: LimitsPatch, session: DbSession, admin: Admin
+) -> CredentialOut:
+    row = credentials.set_key_limits(session, admin, name, key_id, patch)
     session.commit()
     return CredentialOut.of(row)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: the hot path between tenants and model replicas."""

@@ -1,0 +1,306 @@
+"""Forwarding one request to a replica: failover, streaming, cancellation, the usage record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from suanli.gateway import protocol
+from suanli.gateway.asgi import Message, Receive, Send, send_error, send_json, stream_headers
+from suanli.gateway.keys import KeyInfo
+from suanli.gateway.metering import Journal
+from suanli.gateway.prefix import prompt_blocks
+from suanli.gateway.protocol import Call, GatewayError, Usage
+from suanli.gateway.registry import Entry, Handle
+
+SUFFIX = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}
+UPSTREAM_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's bookkeeping, from authentication to its usage record."""
+
+    rid: str
+    key: KeyInfo
+    endpoint: str
+    start: float  # perf_counter
+    started_at: float  # epoch seconds
+    call: Call | None = None
+    entry: Entry | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    reserved: int = 0
+    handle: Handle | None = None
+    attempts: int = 0
+    usage: Usage | None = None
+    chunks: int = 0
+    ttft: float | None = None
+    done: bool = False  # the answer is complete (a disconnect after this is not a cancel)
+    client_gone: bool = False
+    recorded: bool = False
+
+    def usage_total(self) -> int:
+        if self.usage is not None:
+            return self.usage.prompt_tokens + self.usage.completion_tokens
+        estimate = self.call.prompt_tokens_estimate if self.call else 0
+        return estimate + self.chunks
+
+    def fail(self, exc: GatewayError) -> None:
+        """Remember why the request was refused before it reached a replica."""
+        self.headers.update(exc.headers)
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession, journal: Journal, max_attempts: int):
+        self.session = session
+        self.journal = journal
+        self.max_attempts = max_attempts
+
+    def record(self, ex: Exchange, status: int, outcome: str, code: str | None = "") -> None:
+        """Write the request's one usage record (later calls are no-ops)."""
+        if ex.recorded:
+            return
+        ex.recorded = True
+        call, entry, handle = ex.call, ex.entry, ex.handle
+        usage = ex.usage
+        estimated = usage is None and outcome == "ok" and ex.endpoint != "embeddings"
+        if usage is None:
+            prompt = call.prompt_tokens_estimate if call and ex.attempts else 0
+            usage = Usage(prompt, ex.chunks, 0)
+        now = time.perf_counter()
+        self.journal.write(
+            {
+                "request_id": ex.rid,
+                "tenant_id": ex.key.tenant_id,
+                "credential_id": ex.key.credential_id,
+                "endpoint": ex.endpoint,
+                "model": call.model[:200] if call else "",
+                "deployment_id": entry.route.deployment_id if entry else None,
+                "replica_id": handle.upstream.replica_id if handle else None,
+                "node": handle.upstream.node if handle else "",
+                "chip": handle.upstream.chip if handle else "",
+                "stream": bool(call and call.stream),
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "status": status,
+                "outcome": outcome,
+                "error_code": "usage_estimated" if estimated else (code or ""),
+                "latency_us": int((now - ex.start) * 1e6),
+                "ttft_us": int((ex.ttft - ex.start) * 1e6) if ex.ttft is not None else None,
+                "attempts": ex.attempts,
+                "started_at": ex.started_at,
+                "finished_at": time.time(),
+                "gateway": self.journal.name,
+            }
+        )
+
+    async def forward(self, ex: Exchange, raw: bytes, receive: Receive, send: Send) -> None:
+        call, entry = ex.call, ex.entry
+        assert call is not None
+        assert entry is not None
+        body = raw
+        strip_usage = False
+        if call.stream and not call.include_usage:
+            body, strip_usage = protocol.with_usage_requested(call.body), True
+        blocks = prompt_blocks(call.prompt_text) if entry.router.name == "prefix_cache" else ()
+        task = asyncio.current_task()
+        assert task is not None
+
+        async def watch() -> None:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not ex.done:
+                ex.client_gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        response: aiohttp.ClientResponse | None = None
+        try:
+            response = await self._connect(ex, entry, body, blocks)
+            if call.stream and response.status == 200:
+                await self._stream(ex, call, response, send, strip_usage)
+            else:
+                await self._whole(ex, response, send)
+        except GatewayError as exc:
+            ex.done = True
+            self.record(ex, exc.status, "error", exc.code)
+            await send_error(send, exc, ex.rid, ex.headers)
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+            if response is not None:
+                response.close()  # drop the connection: the engine stops generating
+            self.record(ex, 499, "interrupted", "client_closed")
+        finally:
+            watcher.cancel()
+            if response is not None:
+                response.release()
+            if ex.handle is not None:
+                ex.handle.outstanding -= 1
+
+    async def _connect(
+        self, ex: Exchange, entry: Entry, body: bytes, blocks: Any
+    ) -> aiohttp.ClientResponse:
+        """Send to a replica; on a connection error or a 5xx try another one."""
+        tried: list[Handle] = []
+        last = ""
+        attempts = min(self.max_attempts, len(entry.handles))
+        headers = {"content-type": "application/json", "x-request-id": ex.rid}
+        for attempt in range(1, attempts + 1):
+            candidates = [h for h in entry.handles if h not in tried] if tried else entry.handles
+            handle = entry.router.choose(candidates, blocks)
+            tried.append(handle)
+            ex.attempts = attempt
+            if ex.handle is not None:
+                ex.handle.outstanding -= 1
+            ex.handle = handle
+            handle.outstanding += 1
+            url = handle.upstream.endpoint + SUFFIX[ex.endpoint]
+            try:
+                response = await self.session.post(url, data=body, headers=headers)
+            except UPSTREAM_ERRORS as exc:
+                last = f"{handle.upstream.node}: {type(exc).__name__}: {exc}"
+                continue
+            if response.status >= 500:
+                text = (await response.read())[:300].decode("utf-8", "replace")
+                response.release()
+                last = f"{handle.upstream.node} answered {response.status}: {text}"
+                continue
+            return response
+        raise GatewayError(
+            502,
+            f"no replica of {entry.route.name!r} could answer ({attempts} tried); last: {last}",
+            "server_error",
+            None,
+            "upstream_unavailable",
+        )
+
+    async def _whole(self, ex: Exchange, response: aiohttp.ClientResponse, send: Send) -> None:
+        data = await response.read()
+        status = response.status
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            payload = None
+        if status == 200 and isinstance(payload, dict):
+            ex.usage = protocol.usage_of(payload)
+            ex.ttft = time.perf_counter()
+            ex.done = True
+            self.record(ex, 200, "ok")
+            await send_json(send, 200, data, ex.rid, ex.headers)
+            return
+        if not (isinstance(payload, dict) and isinstance(payload.get("error"), dict)):
+            text = data[:500].decode("utf-8", "replace").strip() or "(an empty body)"
+            message = f"the model replica answered {status}: {text}"
+            data = GatewayError(status, message, code="upstream_error").body()
+        ex.done = True
+        self.record(ex, status, "error", f"upstream_{status}")
+        await send_json(send, status, data, ex.rid, ex.headers)
+
+    async def _stream(
+        self,
+        ex: Exchange,
+        call: Call,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        strip_usage: bool,
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": stream_headers(ex.rid, ex.headers),
+            }
+        )
+        buf = b""
+        async for chunk in response.content.iter_any():
+            buf = buf + chunk if buf else chunk
+            while True:
+                end, sep = _event_end(buf)
+                if end < 0:
+                    break
+                event, buf = buf[: end + sep], buf[end + sep :]
+                data = _data_of(event)
+                if data is None:  # a comment or keep-alive: pass it on
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                    continue
+                if data == b"[DONE]":
+                    if call.include_usage and ex.usage is None:
+                        await send(_usage_event(ex, call))
+                    ex.done = True
+                    self.record(ex, 200, "ok")
+                    await send({"type": "http.response.body", "body": event, "more_body": False})
+                    return
+                if _has_usage(data):
+                    payload = orjson.loads(data)
+                    ex.usage = protocol.usage_of(payload)
+                    if not payload.get("choices") and strip_usage:
+                        continue
+                if _has_text(data):
+                    ex.chunks += 1
+                    if ex.ttft is None:
+                        ex.ttft = time.perf_counter()
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        ex.done = True  # the replica closed the stream without [DONE]
+        self.record(ex, 200, "interrupted", "upstream_closed")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _event_end(buf: bytes) -> tuple[int, int]:
+    """Where the first server-sent event in ``buf`` ends, and its separator's length."""
+    lf = buf.find(b"\n\n")
+    crlf = buf.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, 4
+    return lf, 2
+
+
+def _data_of(event: bytes) -> bytes | None:
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            return line[5:].strip()
+    return None
+
+
+def _has_usage(data: bytes) -> bool:
+    at = data.find(b'"usage"')
+    if at < 0:
+        return False
+    rest = data[at + 7 : at + 12].lstrip(b": ")
+    return rest.startswith(b"{")
+
+
+def _has_text(data: bytes) -> bool:
+    """Whether a chunk carries generated text (one chunk is one token for the engines here)."""
+    for key in (b'"content"', b'"text"'):
+        at = data.find(key)
+        if at >= 0:
+            rest = data[at + len(key) : at + len(key) + 4].lstrip(b": ")
+            if rest.startswith(b'"') and not rest.startswith(b'""'):
+                return True
+    return False
+
+
+def _usage_event(ex: Exchange, call: Call) -> Message:
+    usage = ex.usage or Usage(call.prompt_tokens_estimate, ex.chunks, 0)
+    payload = {
+        "id": ex.rid,
+        "object": CHUNK_OBJECT.get(ex.endpoint, "chat.completion.chunk"),
+        "created": int(time.time()),
+        "model": call.model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    }
+    body = b"data: " + orjson.dumps(payload) + b"\n\n"
+    return {"type": "http.response.body", "body": body, "more_body": True}

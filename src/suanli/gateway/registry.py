@@ -1,0 +1,88 @@
+"""Which replicas serve which names, refreshed from the database in the background.
+
+The gateway never queries the database per request for routing: a task reloads the table of
+ready replicas every ``refresh_s`` and swaps it in. Each replica keeps one ``Handle`` across
+reloads, so the count of requests in flight (what the routers balance on) survives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from suanli.gateway.routing import Router, make_router
+from suanli.services import deployments
+from suanli.services.deployments import Route, Upstream
+
+log = logging.getLogger("suanli.gateway.registry")
+
+
+@dataclass(eq=False, slots=True)
+class Handle:
+    """A replica as the router sees it (``id``, ``outstanding``) plus where to reach it."""
+
+    id: str
+    upstream: Upstream
+    outstanding: int = 0
+
+
+@dataclass(slots=True)
+class Entry:
+    route: Route
+    handles: list[Handle]
+    router: Router
+    by_id: dict[str, Handle] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, factory: sessionmaker[Session], refresh_s: float = 0.5) -> None:
+        self.factory = factory
+        self.refresh_s = refresh_s
+        self.entries: dict[str, Entry] = {}
+        self._handles: dict[int, Handle] = {}
+        self._routers: dict[int, Router] = {}
+        self.loaded = asyncio.Event()
+
+    def _load(self) -> dict[str, Route]:
+        with self.factory() as session:
+            return deployments.routes(session)
+
+    async def refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        table = await loop.run_in_executor(None, self._load)
+        self.apply(table)
+
+    def apply(self, table: dict[str, Route]) -> None:
+        handles: dict[int, Handle] = {}
+        routers: dict[int, Router] = {}
+        entries: dict[str, Entry] = {}
+        for name, route in table.items():
+            router = routers.get(route.deployment_id) or self._routers.get(route.deployment_id)
+            if router is None or router.name != route.routing:
+                router = make_router(route.routing)  # type: ignore[arg-type]
+            routers[route.deployment_id] = router
+            current = []
+            for up in route.upstreams:
+                handle = handles.get(up.replica_id) or self._handles.get(up.replica_id)
+                if handle is None or handle.upstream != up:
+                    handle = Handle(str(up.replica_id), up, handle.outstanding if handle else 0)
+                handles[up.replica_id] = handle
+                current.append(handle)
+            entries[name] = Entry(route, current, router, {h.id: h for h in current})
+        for replica_id in self._handles.keys() - handles.keys():
+            for router in routers.values():
+                router.forget(str(replica_id))
+        self._handles, self._routers, self.entries = handles, routers, entries
+        self.loaded.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except SQLAlchemyError as exc:  # keep serving the last table
+                log.warning("replica table not refreshed: %s", exc)
+            await asyncio.sleep(self.refresh_s)
