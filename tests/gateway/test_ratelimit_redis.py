@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -79,6 +80,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     proc.kill()
                     proc.wait()
     pytest.fail(f"redis-server did not start; see {workdir / 'redis.log'}")
+
+
+def inspector(url: str) -> redis.Redis:
+    """A plain client on the test server, to look at what the limiter left there."""
+    return redis.Redis(port=urlsplit(url).port or 6379)
 
 
 def new_prefix() -> str:
@@ -198,7 +204,7 @@ def test_unlimited_subjects_cost_nothing(redis_url: str) -> None:
         await rl.settle([Subject(KEY, Limits())], 10, 10**6)
 
     with_limiter(redis_url, scenario, prefix)
-    with redis.Redis.from_url(redis_url) as r:
+    with inspector(redis_url) as r:
         assert r.keys(f"{prefix}*") == []
 
 
@@ -216,7 +222,7 @@ def test_buckets_expire_when_they_would_be_full_again(redis_url: str) -> None:
         await rl.settle(tenant, 100, 0)
 
     with_limiter(redis_url, take, prefix)
-    with redis.Redis.from_url(redis_url) as r:
+    with inspector(redis_url) as r:
         # a tenth of each limit was taken: full again in 6 s, expiring a second after that
         for subject in (KEY, TENANT):
             assert 5000 < r.pttl(f"{prefix}{subject}") <= 7000
@@ -248,7 +254,7 @@ def test_the_script_is_loaded_again_after_a_flush(redis_url: str) -> None:
 
     async def scenario(rl: RedisRateLimiter) -> None:
         assert (await rl.acquire(key, 0)).allowed
-        admin = aioredis.Redis.from_url(redis_url)
+        admin = aioredis.Redis(port=urlsplit(redis_url).port or 6379)
         try:
             await admin.script_flush()
         finally:

@@ -42,6 +42,14 @@ class DeploymentSpec(Spec):
     lora: list[LoraSpec] = Field(default_factory=list, max_length=64)
     routing: Routing = "prefix_cache"
     tenant: Name | None = Field(default=None, description="private to this tenant")
+    endpoints: list[Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=255)]] | None = (
+        Field(
+            default=None,
+            max_length=256,
+            description="serve through OpenAI-compatible servers that already run elsewhere "
+            "(their /v1 base URLs); no replica is started, one replica per URL",
+        )
+    )
 
     @field_validator("model")
     @classmethod

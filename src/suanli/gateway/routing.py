@@ -52,6 +52,7 @@ also where ``outstanding`` is counted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Final, Literal, Protocol, Self, TypeVar
 
 __all__ = [
@@ -233,10 +234,10 @@ class _Record:
         young = self.young
         before = len(young)
         if matched > 0 and blocks[matched - 1] in young:
-            young.update(dict.fromkeys(blocks[matched:half_capacity]))
+            young.update(zip(blocks[matched:half_capacity], repeat(None)))
         else:
             # a prompt longer than half the capacity keeps its head: still prefix-closed
-            young.update(dict.fromkeys(blocks[:half_capacity]))
+            young.update(zip(blocks[:half_capacity], repeat(None)))
         self.inserted += len(young) - before
         if len(young) >= half_capacity:
             self.old = young

@@ -45,6 +45,7 @@ PREFERENCE: dict[str, tuple[str, ...]] = {
     "CANN": ("vllm-ascend", "mindie"),
     "CPU": ("cpu", "llama.cpp"),
 }
+EXTERNAL = "external"  # replicas are servers that run elsewhere, given by URL
 LIVE = ("starting", "ready", "backoff", "crashed", "draining")
 TP_SIZES = (1, 2, 4, 8, 16)
 
@@ -107,6 +108,8 @@ def create(session: Session, actor: Actor, spec: DeploymentSpec) -> DeploymentRo
     name = spec.name or model.id
     if session.scalar(select(DeploymentRow.id).where(DeploymentRow.name == name)) is not None:
         raise ConflictError(f"deployment {name!r} already exists")
+    if spec.endpoints is not None:
+        return _create_external(session, actor, spec, model, name)
     node = nodes.get(session, spec.node) if spec.node is not None else None
     if spec.chip is not None and node is not None and node.chip != spec.chip:
         raise ValidationError(f"node {node.name!r} has {node.chip or 'no accelerators'}", "chip")
@@ -142,6 +145,44 @@ def create(session: Session, actor: Actor, spec: DeploymentSpec) -> DeploymentRo
     return row
 
 
+def _create_external(
+    session: Session, actor: Actor, spec: DeploymentSpec, model: ModelInfo, name: str
+) -> DeploymentRow:
+    """A deployment over servers that run already: the gateway routes, meters, limits."""
+    endpoints = spec.endpoints or []
+    if not endpoints:
+        raise ValidationError("give at least one endpoint", "endpoints")
+    clash = [
+        f
+        for f in ("engine", "node", "chip", "accelerators", "model_path")
+        if getattr(spec, f) is not None
+    ] + (["lora"] if spec.lora else [])
+    if clash:
+        raise ValidationError(f"{clash[0]} does not apply to external endpoints", clash[0])
+    tenant_id = tenants.get(session, spec.tenant).id if spec.tenant is not None else None
+    row = DeploymentRow(
+        name=name,
+        model=model.id,
+        kind=model.kind,
+        engine=EXTERNAL,
+        replicas=len(endpoints),
+        accelerators=0,
+        precision=spec.precision,
+        context_length=spec.context_length,
+        lora=[],
+        routing=spec.routing,
+        tenant_id=tenant_id,
+    )
+    row.replica_rows = [
+        ReplicaRow(slot=i, endpoint=url.rstrip("/"), state="ready")
+        for i, url in enumerate(endpoints)
+    ]
+    session.add(row)
+    session.flush()
+    audit.record(session, actor, "create", "deployment", name, after=snapshot(row))
+    return row
+
+
 def get(session: Session, name: str) -> DeploymentRow:
     row = session.scalar(
         select(DeploymentRow)
@@ -171,6 +212,8 @@ def scale(session: Session, actor: Actor, name: str, patch: DeploymentPatch) -> 
     row = get(session, name)
     if row.state != "active":
         raise ConflictError(f"deployment {name!r} is being deleted")
+    if row.engine == EXTERNAL:
+        raise ConflictError(f"deployment {name!r} serves fixed endpoints; it does not scale")
     before = snapshot(row)
     running = sorted((r for r in row.replica_rows if r.desired == "run"), key=lambda r: r.slot)
     if patch.replicas > len(running):
@@ -205,6 +248,7 @@ def delete(session: Session, actor: Actor, name: str) -> DeploymentRow:
 def _drain(session: Session, replica: ReplicaRow) -> None:
     node_up = replica.node is not None and replica.node.state not in ("down", "retired")
     if replica.node_id is None or not node_up or replica.state in ("stopped", "failed"):
+        # pending, external, or on a node that cannot answer: nothing runs to drain
         replica.deployment.replica_rows.remove(replica)
         session.delete(replica)
     else:
@@ -275,7 +319,12 @@ def place_pending(session: Session) -> int:
     pending = list(
         session.scalars(
             select(ReplicaRow)
-            .where(ReplicaRow.node_id.is_(None), ReplicaRow.desired == "run")
+            .join(DeploymentRow, ReplicaRow.deployment_id == DeploymentRow.id)
+            .where(
+                ReplicaRow.node_id.is_(None),
+                ReplicaRow.desired == "run",
+                DeploymentRow.engine != EXTERNAL,
+            )
             .options(selectinload(ReplicaRow.deployment))
             .order_by(ReplicaRow.id)
         )
@@ -453,9 +502,14 @@ def routes(session: Session) -> dict[str, Route]:
     out: dict[str, Route] = {}
     for dep in deps:
         ups = tuple(
-            Upstream(r.id, r.endpoint, r.node.name, r.node.chip or "CPU")
+            Upstream(
+                r.id,
+                r.endpoint,
+                r.node.name if r.node is not None else EXTERNAL,
+                (r.node.chip or "CPU") if r.node is not None else "",
+            )
             for r in dep.replica_rows
-            if r.state == "ready" and r.desired == "run" and r.endpoint and r.node is not None
+            if r.state == "ready" and r.desired == "run" and r.endpoint
         )
         route = Route(
             dep.id,

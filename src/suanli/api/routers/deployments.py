@@ -98,7 +98,7 @@ def _out(session: DbSession, row: DeploymentRow, explain: bool = False) -> Deplo
     tenant = None
     if row.tenant_id is not None:
         tenant = deployments.tenant_names(session).get(row.tenant_id)
-    pending = any(r.node_id is None for r in row.replica_rows)
+    pending = any(r.node_id is None for r in row.replica_rows) and row.engine != "external"
     reasons = deployments.why_pending(session, row) if explain and pending else []
     return DeploymentOut.of(row, tenant, reasons)
 

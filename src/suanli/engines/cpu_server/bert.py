@@ -30,6 +30,7 @@ I64 = npt.NDArray[np.int64]
 _Float = TypeVar("_Float", bound=np.floating[Any])
 
 _SQRT_HALF = np.float32(1.0 / math.sqrt(2.0))
+_GELU_BLOCK = 1 << 16  # elements per block: the temporaries stay in the CPU cache
 
 # Chebyshev fit of erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2), z >= 0
 # (Press et al., Numerical Recipes, section 6.2): fractional error below 1.2e-7 for
@@ -50,9 +51,6 @@ _ERFC_COEFFS = (
 
 class ModelFormatError(ValueError):
     """The model directory is missing a file or asks for something this engine lacks."""
-
-
-_GELU_BLOCK = 1 << 16  # elements per block: the temporaries stay in the CPU cache
 
 
 def erfc_nonneg(z: npt.NDArray[_Float]) -> npt.NDArray[_Float]:
@@ -78,7 +76,7 @@ def erf(x: npt.NDArray[_Float]) -> npt.NDArray[_Float]:
 
 def gelu(x: npt.NDArray[_Float]) -> npt.NDArray[_Float]:
     """Exact GELU, ``x * Phi(x) = x/2 * (1 + erf(x/sqrt 2))``, as BERT's ``gelu``."""
-    return gelu_inplace(np.array(x, copy=True))
+    return gelu_inplace(np.array(x, copy=True, order="C"))
 
 
 def gelu_inplace(x: npt.NDArray[_Float]) -> npt.NDArray[_Float]:
@@ -87,9 +85,9 @@ def gelu_inplace(x: npt.NDArray[_Float]) -> npt.NDArray[_Float]:
     It goes through erfc of the absolute value so that the negative tail, where GELU
     is tiny, keeps its relative precision instead of cancelling in ``1 + erf``.
     """
+    if not x.flags.c_contiguous:
+        raise ValueError("gelu_inplace needs a C-contiguous array")
     flat = x.reshape(-1)
-    if not np.shares_memory(flat, x):
-        raise ValueError("gelu_inplace needs a contiguous array")
     for start in range(0, flat.size, _GELU_BLOCK):
         block = flat[start : start + _GELU_BLOCK]
         z = np.abs(block)
