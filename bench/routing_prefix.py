@@ -28,7 +28,7 @@ Defaults, an 8B-class model with grouped-query attention (32 layers, 8 KV heads 
 
 * ``--cache-blocks 960``: about 60 GiB left for KV after 16 GB of weights and activations and
   runtime overhead, 960 blocks = 491,520 tokens;
-* ``--prefill-us 50``: 20,000 prefill tokens/s (16 GFLOP per token at about 40 % of the bf16
+* ``--prefill-us 50``: 20,000 prefill tokens/s (16 GFLOP per token at about a third of the bf16
   peak, attention over ~12k-token contexts included);
 * ``--decode-ms 20``: one decode step for a batch of ~32 sequences of ~12k tokens reads their
   KV (32 x 12k x 128 KiB, about 50 GB, at 3.35 TB/s: about 15 ms) and the weights (about 5 ms);
@@ -45,7 +45,7 @@ seconds alone, mean / p50 / p99 simulated time to first token, and the router's 
 ratios: prefix_cache hit rate / round_robin hit rate (target >= 2) and prefix_cache busiest /
 mean load (target <= 1.5).
 
-    python bench/routing_prefix.py                     # the whole trace, about 10 s
+    python bench/routing_prefix.py                     # the whole trace, a few seconds
     python bench/routing_prefix.py --limit 3000 --json
 """
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         default=False, description="fsync each usage record (survives a machine crash too)"
     )
     gateway_max_attempts: int = Field(default=3, ge=1, le=10, description="replicas tried")
+    replica_drain_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="a draining replica stops when idle or after this (engines that cannot "
+        "say whether they are idle wait it out)",
+    )
     local_country: str = Field(default="CN", min_length=2, max_length=2)
     log_level: str = Field(default="info")
 

@@ -30,7 +30,7 @@ class Running:
     banner: str
 
     def cli(
-        self, *args: str, token: str | None = None, check: bool = True
+        self, *args: str, token: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
@@ -38,7 +38,7 @@ class Running:
             "SUANLI_TOKEN": token or self.token or "",
         }
         done = subprocess.run(
-            [str(BIN), *args], env=env, capture_output=True, text=True, timeout=60
+            [str(BIN), *args], env=env, capture_output=True, text=True, timeout=timeout
         )
         if check:
             assert done.returncode == 0, done.stderr + done.stdout

@@ -75,6 +75,7 @@ class AgentConfig:
     qualify_thresholds: Path | None = None  # a thresholds file; None: the packaged defaults
     serve_dir: Path | None = None  # run model replicas here; None: this agent serves nothing
     serve_host: str = "127.0.0.1"  # the address engines bind and the gateways call
+    drain_grace_s: float = 30.0
 
 
 class Agent:
@@ -102,7 +103,9 @@ class Agent:
         self.suite_error: Exception | None = None
         self.serving: ReplicaManager | None = None
         if config.serve_dir is not None:
-            self.serving = ReplicaManager(config.serve_dir, config.serve_host)
+            self.serving = ReplicaManager(
+                config.serve_dir, config.serve_host, drain_grace_s=config.drain_grace_s
+            )
 
     def register(self) -> str:
         host = self.detect()

@@ -124,6 +124,7 @@ def _start_embedded_agent(base: str, token: str, settings: Settings) -> Any:
         qualify_time_scale=settings.qualify_time_scale,
         qualify_thresholds=settings.qualify_thresholds,
         serve_dir=settings.home / "replicas",
+        drain_grace_s=settings.replica_drain_grace_s,
     )
     node = Agent(client, config)
 

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from suanli.gateway import protocol
-from suanli.gateway.asgi import Message, Receive, Send, send_error, send_json, stream_headers
+from suanli.gateway.asgi import Receive, Send, send_error, send_json, stream_headers
 from suanli.gateway.keys import KeyInfo
 from suanli.gateway.metering import Journal
 from suanli.gateway.prefix import prompt_blocks
@@ -122,11 +122,11 @@ class Forwarder:
         watcher = asyncio.ensure_future(watch())
         response: aiohttp.ClientResponse | None = None
         try:
-            response = await self._connect(ex, entry, body, blocks)
-            if call.stream and response.status == 200:
+            response, data = await self._connect(ex, entry, body, blocks, call.stream)
+            if data is None:
                 await self._stream(ex, call, response, send, strip_usage)
             else:
-                await self._whole(ex, response, send)
+                await self._whole(ex, response.status, data, send)
         except GatewayError as exc:
             ex.done = True
             self.record(ex, exc.status, "error", exc.code)
@@ -146,9 +146,13 @@ class Forwarder:
                 ex.handle.outstanding -= 1
 
     async def _connect(
-        self, ex: Exchange, entry: Entry, body: bytes, blocks: Any
-    ) -> aiohttp.ClientResponse:
-        """Send to a replica; on a connection error or a 5xx try another one."""
+        self, ex: Exchange, entry: Entry, body: bytes, blocks: Any, stream: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """Send to a replica; on a connection error or a 5xx try another one.
+
+        Returns the response and, unless it is a stream to relay, its whole body: nothing has
+        reached the client while the body is read, so a replica that fails meanwhile is
+        failed over like one that refuses the connection."""
         tried: list[Handle] = []
         last = ""
         attempts = min(self.max_attempts, len(entry.handles))
@@ -165,15 +169,15 @@ class Forwarder:
             url = handle.upstream.endpoint + SUFFIX[ex.endpoint]
             try:
                 response = await self.session.post(url, data=body, headers=headers)
-            except UPSTREAM_ERRORS as exc:
-                last = f"{handle.upstream.node}: {type(exc).__name__}: {exc}"
-                continue
-            if response.status >= 500:
+                if response.status < 500:
+                    if stream and response.status == 200:
+                        return response, None
+                    return response, await response.read()
                 text = (await response.read())[:300].decode("utf-8", "replace")
                 response.release()
                 last = f"{handle.upstream.node} answered {response.status}: {text}"
-                continue
-            return response
+            except UPSTREAM_ERRORS as exc:
+                last = f"{handle.upstream.node}: {type(exc).__name__}: {exc}"
         raise GatewayError(
             502,
             f"no replica of {entry.route.name!r} could answer ({attempts} tried); last: {last}",
@@ -182,9 +186,7 @@ class Forwarder:
             "upstream_unavailable",
         )
 
-    async def _whole(self, ex: Exchange, response: aiohttp.ClientResponse, send: Send) -> None:
-        data = await response.read()
-        status = response.status
+    async def _whole(self, ex: Exchange, status: int, data: bytes, send: Send) -> None:
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -220,8 +222,31 @@ class Forwarder:
             }
         )
         buf = b""
-        async for chunk in response.content.iter_any():
+        chunks = response.content.iter_any()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except UPSTREAM_ERRORS as exc:  # the replica died mid-answer: never retried
+                ex.done = True
+                self.record(ex, 200, "interrupted", "upstream_closed")
+                error = GatewayError(
+                    502,
+                    f"the model replica failed mid-answer ({type(exc).__name__}); "
+                    "the answer is incomplete",
+                    "server_error",
+                    None,
+                    "upstream_interrupted",
+                )
+                body = b"data: " + error.body() + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             buf = buf + chunk if buf else chunk
+            # every complete event of this read goes out in one write (fewer syscalls, and
+            # nothing waits: what arrived together leaves together)
+            out: list[bytes] = []
             while True:
                 end, sep = _event_end(buf)
                 if end < 0:
@@ -229,14 +254,15 @@ class Forwarder:
                 event, buf = buf[: end + sep], buf[end + sep :]
                 data = _data_of(event)
                 if data is None:  # a comment or keep-alive: pass it on
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                    out.append(event)
                     continue
                 if data == b"[DONE]":
                     if call.include_usage and ex.usage is None:
-                        await send(_usage_event(ex, call))
+                        out.append(_usage_event(ex, call))
                     ex.done = True
                     self.record(ex, 200, "ok")
-                    await send({"type": "http.response.body", "body": event, "more_body": False})
+                    out.append(event)
+                    await send({"type": "http.response.body", "body": b"".join(out)})
                     return
                 if _has_usage(data):
                     payload = orjson.loads(data)
@@ -247,7 +273,10 @@ class Forwarder:
                     ex.chunks += 1
                     if ex.ttft is None:
                         ex.ttft = time.perf_counter()
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+                out.append(event)
+            if out:
+                body = out[0] if len(out) == 1 else b"".join(out)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
         ex.done = True  # the replica closed the stream without [DONE]
         self.record(ex, 200, "interrupted", "upstream_closed")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -288,7 +317,7 @@ def _has_text(data: bytes) -> bool:
     return False
 
 
-def _usage_event(ex: Exchange, call: Call) -> Message:
+def _usage_event(ex: Exchange, call: Call) -> bytes:
     usage = ex.usage or Usage(call.prompt_tokens_estimate, ex.chunks, 0)
     payload = {
         "id": ex.rid,
@@ -302,5 +331,4 @@ def _usage_event(ex: Exchange, call: Call) -> Message:
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         },
     }
-    body = b"data: " + orjson.dumps(payload) + b"\n\n"
-    return {"type": "http.response.body", "body": body, "more_body": True}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

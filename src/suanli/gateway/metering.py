@@ -12,7 +12,6 @@ journals whose owner died are taken over, ingested and removed by any live gatew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -77,6 +76,8 @@ class Journal:
         self._path = directory / "none"
         self._read_offset = 0
         self._pending = b""
+        # rotated-out files still to drain: (descriptor, path, offset read to, pending bytes)
+        self._retired: list[tuple[int, Path, int, bytes]] = []
 
     # --- writing (hot path) ---------------------------------------------------------------
 
@@ -85,9 +86,14 @@ class Journal:
         self._open_new()
 
     def _open_new(self) -> None:
-        self._path = self.directory / f"usage-{self.name}-{int(time.time() * 1000)}.jsonl"
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        name = f"usage-{self.name}-{int(time.time() * 1000)}.jsonl"
+        # created under a name adopt_orphans does not look at, locked, then renamed: another
+        # process adopting orphans never finds it unlocked (and deletes it, or holds its lock)
+        creating = self.directory / f"new-{name}"
+        fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._path = self.directory / name
+        os.rename(creating, self._path)
         self._fd = fd
         self._read_offset = 0
         self._pending = b""
@@ -103,27 +109,40 @@ class Journal:
 
     def flush(self) -> int:
         """Move new complete lines of our journal into the database (blocking; a thread)."""
+        moved = 0
+        while self._retired:  # what was written to a rotated-out file after its last read
+            fd, path, offset, pending = self._retired[0]
+            with open(path, "rb") as f:
+                f.seek(offset)
+                records = _parse((pending + f.read()).splitlines())
+            insert_records(self.engine, records)
+            self._retired.pop(0)
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            self.flushed += len(records)
+            moved += len(records)
         with open(self._path, "rb") as f:
             f.seek(self._read_offset)
             chunk = f.read()
         if not chunk:
-            return 0
+            return moved
         data = self._pending + chunk
         cut = data.rfind(b"\n") + 1
-        records = [orjson.loads(line) for line in data[:cut].splitlines() if line]
+        records = _parse(data[:cut].splitlines())
         insert_records(self.engine, records)  # raises: the same lines are read again next time
         self._pending = data[cut:]
         self._read_offset += len(chunk)
         self.flushed += len(records)
-        return len(records)
+        return moved + len(records)
 
     def rotate_if_large(self) -> None:
-        """Start a new file once the current one is large and fully flushed."""
-        if self._read_offset >= ROTATE_BYTES and not self._pending:
-            old_fd, old_path = self._fd, self._path
+        """Start a new file once the current one is large (on the event loop, between writes).
+
+        Lines written to the old file while the flusher was reading it go in at the next
+        flush, which then removes the file."""
+        if self._read_offset >= ROTATE_BYTES:
+            self._retired.append((self._fd, self._path, self._read_offset, self._pending))
             self._open_new()
-            os.close(old_fd)
-            old_path.unlink(missing_ok=True)
 
     def adopt_orphans(self) -> int:
         """Ingest and remove journals of gateway processes that are gone."""
@@ -141,11 +160,7 @@ class Journal:
                 except BlockingIOError:
                     continue  # its owner is alive
                 with os.fdopen(os.dup(fd), "rb") as f:
-                    lines = f.read().splitlines()
-                records = []
-                for line in lines:
-                    with contextlib.suppress(orjson.JSONDecodeError):  # a torn last line
-                        records.append(orjson.loads(line))
+                    records = _parse(f.read().splitlines())  # a torn last line is skipped
                 insert_records(self.engine, records)
                 taken += len(records)
                 path.unlink(missing_ok=True)
@@ -159,6 +174,20 @@ class Journal:
             os.close(self._fd)
             self._fd = -1
             self._path.unlink(missing_ok=True)
+
+
+def _parse(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The records of journal lines; a line that is not one (torn by a crash or a full disk)
+    is logged and skipped, so that it cannot hold back the lines after it."""
+    records = []
+    for line in lines:
+        if not line:
+            continue
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            log.warning("usage journal: skipped a damaged line: %r", line[:200])
+    return records
 
 
 async def flush_loop(

@@ -13,11 +13,13 @@ Characters stand in for tokens: the gateway does not tokenize on the hot path. 6
 are roughly 16 tokens of English text, a usual KV page size; the router only needs prefixes to
 line up, not to match the engine's pages exactly.
 
-Keys come from Python's built-in ``hash`` (SipHash-1-3 with a per-process random key, 64 bits,
-in C). They are stable within one process, which is all the in-process router needs, and they
-cost about a quarter of what ``hashlib.blake2b(digest_size=8)`` does per block (measured: about
-30 us against 115 us for 100 blocks). If keys ever have to agree between processes (a router
-state shared by several gateway instances), switch to blake2b: the chaining stays the same.
+Keys come from Python's built-in ``hash`` of the pair (SipHash-1-3 over the text with a
+per-process random key, 64 bits, in C). They are stable within one process, which is all the
+in-process router needs, and they cost about a quarter of ``hashlib.blake2b(digest_size=8)``
+(measured on 6,400 characters, 100 blocks: about 23 us against about 90 us, on a machine where an
+empty ``for`` loop of 10 million turns takes 0.65 s). If keys ever have to agree between
+processes (a router state shared by several gateway instances), switch to blake2b: the chaining
+stays the same.
 """
 
 from __future__ import annotations

@@ -221,5 +221,12 @@ def usage_of(payload: dict[str, Any]) -> Usage | None:
     )
 
 
+MAX_COUNT = 2**31 - 1  # the usage table's token columns are 32-bit
+
+
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count an engine reported; nonsense is 0, and no count is beyond the columns
+    (a record the database refuses would hold back every record after it)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return 0
+    return min(value, MAX_COUNT)

@@ -3,7 +3,7 @@
 Each (subject, dimension) pair has a token bucket whose capacity is the per-minute limit and
 which refills continuously at ``limit / 60`` per second, so a subject may burst up to its
 limit and then proceeds at the steady rate. Over any window of ``T`` seconds a subject is
-admitted at most ``limit + limit * T / 60`` units.
+admitted at most ``limit + limit * T / 60`` requests, and as many tokens reserved.
 
 ``acquire`` is all-or-nothing: one request and the worst-case token estimate are taken from
 every subject, or from none. ``settle`` corrects the token buckets once the real usage is
@@ -119,14 +119,12 @@ def format_duration(seconds: float) -> str:
     ms = math.ceil(seconds * 1000.0 - 1e-6)
     if ms < 1000:
         return f"{ms}ms" if ms > 0 else "0s"
+    if ms < 60_000:
+        return f"{ms / 1000:g}s"  # at most 5 significant digits: exact
     minutes, ms = divmod(ms, 60_000)
-    secs, frac = divmod(ms, 1000)
-    text = f"{secs}.{frac:03d}".rstrip("0") if frac else str(secs)
-    if minutes == 0:
-        return f"{text}s"
     if minutes < 60:
-        return f"{minutes}m{text}s"
-    return f"{minutes // 60}h{minutes % 60}m{text}s"
+        return f"{minutes}m{ms / 1000:g}s"
+    return f"{minutes // 60}h{minutes % 60}m{ms / 1000:g}s"
 
 
 def _refusal(entries: Sequence[Entry]) -> tuple[Entry, float | None]:
@@ -148,17 +146,18 @@ def _refusal(entries: Sequence[Entry]) -> tuple[Entry, float | None]:
     return worst, worst_wait
 
 
-_NAMES: dict[str, tuple[str, str, str]] = {
-    dim: (f"x-ratelimit-limit-{dim}", f"x-ratelimit-remaining-{dim}", f"x-ratelimit-reset-{dim}")
-    for dim in ("requests", "tokens")
-}
+def _trio(headers: dict[str, str], names: tuple[str, str, str], cap: int, level: float) -> None:
+    headers[names[0]] = str(cap)
+    headers[names[1]] = str(math.floor(level)) if level >= 1.0 else "0"
+    headers[names[2]] = format_duration((cap - level) * 60.0 / cap) if cap > 0 else "0s"
 
 
-def _trio(headers: dict[str, str], dim: str, cap: int, level: float) -> None:
-    limit, remaining, reset = _NAMES[dim]
-    headers[limit] = str(cap)
-    headers[remaining] = str(math.floor(level)) if level >= 1.0 else "0"
-    headers[reset] = format_duration((cap - level) * 60.0 / cap) if cap > 0 else "0s"
+_REQUESTS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+)
+_TOKENS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
 
 
 def verdict(entries: Sequence[Entry], allowed: bool) -> Verdict:
@@ -181,9 +180,9 @@ def verdict(entries: Sequence[Entry], allowed: bool) -> Verdict:
     headers: dict[str, str] = {}
     if allowed:
         if req_cap >= 0:
-            _trio(headers, "requests", req_cap, req_level)
+            _trio(headers, _REQUESTS, req_cap, req_level)
         if tok_cap >= 0:
-            _trio(headers, "tokens", tok_cap, tok_level)
+            _trio(headers, _TOKENS, tok_cap, tok_level)
         return Verdict(True, headers, None, None, None)
     refused, retry = _refusal(entries)
     key, dimension, cap, _, level = refused
@@ -192,9 +191,9 @@ def verdict(entries: Sequence[Entry], allowed: bool) -> Verdict:
     else:
         tok_cap, tok_level = cap, level
     if req_cap >= 0:
-        _trio(headers, "requests", req_cap, req_level)
+        _trio(headers, _REQUESTS, req_cap, req_level)
     if tok_cap >= 0:
-        _trio(headers, "tokens", tok_cap, tok_level)
+        _trio(headers, _TOKENS, tok_cap, tok_level)
     return Verdict(False, headers, retry, key, dimension)
 
 

@@ -420,7 +420,7 @@ def apply_reports(session: Session, node: NodeRow, reports: Sequence[ReplicaRepo
             .options(selectinload(ReplicaRow.deployment))
         )
     }
-    touched: set[int] = set()
+    emptied: dict[int, DeploymentRow] = {}
     for report in reports:
         replica = mine.get(report.id)
         if replica is None:
@@ -433,9 +433,9 @@ def apply_reports(session: Session, node: NodeRow, reports: Sequence[ReplicaRepo
             dep = replica.deployment
             dep.replica_rows.remove(replica)
             session.delete(replica)
-            touched.add(dep.id)
+            emptied[dep.id] = dep
     session.flush()
-    for dep in {r.deployment for r in mine.values() if r.deployment.id in touched}:
+    for dep in emptied.values():
         _drop_if_empty(session, dep)
 
 
