@@ -130,7 +130,8 @@ def test_deploy_smollm2_and_chat_with_the_openai_client(tmp_path: Path) -> None:
         ]
         assert rows[0]["prompt_tokens"] == reply.usage.prompt_tokens
         assert rows[0]["completion_tokens"] == reply.usage.completion_tokens
-        assert rows[0]["node"] and rows[0]["chip"] == "CPU"
+        assert rows[0]["node"]
+        assert rows[0]["chip"] == "CPU"
         assert rows[1]["completion_tokens"] == usage.completion_tokens
 
         # scale to zero: the replica drains, its engine process stops
@@ -163,7 +164,7 @@ def test_stopping_up_stops_its_engines(tmp_path: Path) -> None:
         assert len(engines) == 1
     finally:
         stop(running)
-    gone, alive = psutil.wait_procs(engines, timeout=15)
+    _gone, alive = psutil.wait_procs(engines, timeout=15)
     assert not alive, [p.pid for p in alive]
 
 

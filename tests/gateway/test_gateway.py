@@ -23,7 +23,7 @@ from suanli.domain.actor import SYSTEM
 from suanli.domain.specs import LimitsPatch
 from suanli.services import credentials
 from suanli.store.tables import TenantRow
-from tests.gateway.conftest import Served, World, wait_until
+from tests.gateway.conftest import Served, wait_until
 from tests.gateway.fake_upstream import CACHED_TOKENS, PROMPT_TOKENS, refused_url
 
 CHAT = [{"role": "user", "content": "Say hello."}]
