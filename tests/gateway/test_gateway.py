@@ -421,6 +421,22 @@ def test_no_ready_replica(gw: Served) -> None:
     )
 
 
+@SQLITE
+def test_no_ready_replica_costs_no_rate_limit(gw: Served) -> None:
+    """Clients retry a 503 (it says retry-after): the refusals must not use up the key's
+    token budget, which each would reserve for a whole context."""
+    gw.world.deploy("cold", None, engine="llama.cpp")
+    _, key = gw.world.issue_key(tpm_limit=9000)  # one context's worth (8192) fits
+    wait_until(lambda: "cold" in gw.gateway.registry.entries)
+    client = gw.client(key)
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError) as exc:
+            client.chat.completions.create(model="cold", messages=CHAT)
+        assert exc.value.status_code == 503
+    client.chat.completions.create(model="m", messages=CHAT)
+    assert [r.status for r in gw.records(4)] == [503, 503, 503, 200]
+
+
 def test_upstream_client_error_is_passed_on(gw: Served) -> None:
     gw.fakes[0].behave(mode="error", status=400)
     with pytest.raises(openai.BadRequestError) as exc:

@@ -204,6 +204,15 @@ class Gateway:
             entry = self._entry(call.model, key)
             exchange.entry = entry
             reserved = _reserve(call, entry.route.context_length)
+            if not entry.handles:  # before the limits: a refusal must not spend the budget
+                raise GatewayError(
+                    503,
+                    f"no replica of {entry.route.name!r} is ready yet; try again shortly",
+                    "server_error",
+                    "model",
+                    "model_not_ready",
+                    {"retry-after": "5"},
+                )
             if key.subjects:
                 try:
                     verdict = await self.limiter.acquire(key.subjects, reserved)
@@ -215,15 +224,6 @@ class Gateway:
                 if not verdict.allowed:
                     raise _limited(verdict, key)
                 exchange.reserved = reserved
-            if not entry.handles:
-                raise GatewayError(
-                    503,
-                    f"no replica of {entry.route.name!r} is ready yet; try again shortly",
-                    "server_error",
-                    "model",
-                    "model_not_ready",
-                    {"retry-after": "5"},
-                )
         except GatewayError as exc:
             exchange.fail(exc)
             self.forwarder.record(exchange, exc.status, "error", exc.code)

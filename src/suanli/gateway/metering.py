@@ -208,3 +208,7 @@ async def flush_loop(
             log.warning("usage flush deferred: %s", exc)
             if on_error is not None:
                 on_error(exc)
+        except Exception as exc:  # anything else too: a flusher that stops loses no lines,
+            log.exception("usage flush failed")  # but none reach the database until restart
+            if on_error is not None:
+                on_error(exc)
