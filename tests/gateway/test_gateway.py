@@ -104,6 +104,7 @@ def test_chat(gw: Served) -> None:
     assert row.gateway == gw.gateway.journal.name
 
 
+@SQLITE
 @pytest.mark.parametrize(
     ("include_usage", "upstream_usage"),
     [(False, True), (True, True), (True, False), (False, False)],
@@ -150,6 +151,7 @@ def test_chat_stream_usage_chunk(gw: Served, include_usage: bool, upstream_usage
         assert row.error_code == "usage_estimated"
 
 
+@SQLITE
 def test_stream_bytes_end_with_done(gw: Served) -> None:
     with (
         httpx.Client(base_url=gw.url, timeout=10) as client,
@@ -172,6 +174,7 @@ def test_stream_bytes_end_with_done(gw: Served) -> None:
     assert row.request_id == response.headers["x-request-id"]
 
 
+@SQLITE
 def test_completions(gw: Served) -> None:
     client = gw.client()
     raw = client.completions.with_raw_response.create(model="m", prompt="Once upon", max_tokens=5)
@@ -194,6 +197,7 @@ def test_completions(gw: Served) -> None:
     assert rows[0].request_id == raw.headers["x-request-id"]
 
 
+@SQLITE
 def test_embeddings(gw: Served) -> None:
     (replica,) = gw.world.deploy("e", [gw.fakes[1].url], model="all-minilm-l6-v2")
     client = gw.client()
@@ -272,6 +276,7 @@ def _case_requests() -> list[Case]:
         ("stream-options-without-stream", lambda g: post(g, chat, {"model": "m", "messages": CHAT, "stream_options": {"include_usage": True}}), 400, "invalid_value", "stream_options", True),
         ("missing-prompt", lambda g: post(g, "/v1/completions", {"model": "m"}), 400, "invalid_type", "prompt", True),
         ("empty-input", lambda g: post(g, "/v1/embeddings", {"model": "m", "input": []}), 400, "invalid_value", "input", True),
+        ("body-too-large", lambda g: post(g, chat, b"[" + b"1," * (9 * 1024 * 1024) + b"1]"), 413, "body_too_large", None, True),
         ("unknown-model", lambda g: post(g, chat, {"model": "nope", "messages": CHAT}), 404, "model_not_found", "model", True),
         ("missing-key", lambda g: post(g, chat, {"model": "m", "messages": CHAT}, key=""), 401, "missing_api_key", None, False),
         ("wrong-key", lambda g: post(g, chat, {"model": "m", "messages": CHAT}, key="sk-nope"), 401, "invalid_api_key", None, False),
@@ -301,6 +306,7 @@ def test_refusals(gw: Served) -> None:
     assert gw.fakes[0].received == []  # nothing reached a replica
 
 
+@SQLITE
 def test_refusals_through_the_client(gw: Served) -> None:
     client = gw.client()
     with pytest.raises(openai.NotFoundError) as not_found:
@@ -319,6 +325,7 @@ def test_refusals_through_the_client(gw: Served) -> None:
     assert len(gw.records(3)) == 3
 
 
+@SQLITE
 def test_revoked_key(gw: Served) -> None:
     client = gw.client()
     client.chat.completions.create(model="m", messages=CHAT)
@@ -334,11 +341,12 @@ def test_revoked_key(gw: Served) -> None:
         return False
 
     wait_until(refused, 3, "the revocation to take effect")
-    assert time.monotonic() - revoked_at < 0.2 + 0.5  # within key_cache_s (and some slack)
+    assert time.monotonic() - revoked_at < 1.5  # key_cache_s is 0.2 s; slack for a busy host
     accepted = len(gw.fakes[0].received)
     assert len(gw.records(accepted)) == accepted  # the 401 is not metered
 
 
+@SQLITE
 def test_key_scoped_to_other_models(gw: Served) -> None:
     _, scoped = gw.world.issue_key(models=["other"])
     with pytest.raises(openai.PermissionDeniedError) as exc:
@@ -386,6 +394,7 @@ def test_key_rpm_limit(gw: Served) -> None:
     client.chat.completions.create(model="m", messages=CHAT)
 
 
+@SQLITE
 def test_tenant_limits(gw: Served) -> None:
     gw.world.add_tenant("small", rpm_limit=1, tpm_limit=1000)
     _, key = gw.world.issue_key("small")
@@ -404,6 +413,7 @@ def test_tenant_limits(gw: Served) -> None:
     assert [r.status for r in rows] == [429, 200, 429]
 
 
+@SQLITE
 def test_no_ready_replica(gw: Served) -> None:
     gw.world.deploy("cold", None, engine="llama.cpp")  # no node to place it on
     wait_until(lambda: "cold" in gw.gateway.registry.entries)
@@ -437,6 +447,7 @@ def test_no_ready_replica_costs_no_rate_limit(gw: Served) -> None:
     assert [r.status for r in gw.records(4)] == [503, 503, 503, 200]
 
 
+@SQLITE
 def test_upstream_client_error_is_passed_on(gw: Served) -> None:
     gw.fakes[0].behave(mode="error", status=400)
     with pytest.raises(openai.BadRequestError) as exc:
@@ -455,6 +466,7 @@ def test_upstream_client_error_is_passed_on(gw: Served) -> None:
 # --- failover -----------------------------------------------------------------------------
 
 
+@SQLITE
 @pytest.mark.parametrize(
     ("failure", "stream"),
     [
@@ -581,6 +593,7 @@ def test_client_disconnect_mid_stream_cancels_upstream(gw: Served) -> None:
     assert row.stream
 
 
+@SQLITE
 def test_client_timeout_cancels_upstream(gw: Served) -> None:
     a = gw.fakes[0]
     a.behave(delay=5)
