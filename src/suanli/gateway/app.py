@@ -85,7 +85,10 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
         timeout = aiohttp.ClientTimeout(total=None, connect=10)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # replicas set no cookies worth keeping
         )
         self.forwarder = Forwarder(self._session, self.journal, self.max_attempts)
         await self.registry.refresh()

@@ -166,7 +166,7 @@ class Forwarder:
                 ex.handle.outstanding -= 1
             ex.handle = handle
             handle.outstanding += 1
-            url = handle.upstream.endpoint + SUFFIX[ex.endpoint]
+            url = handle.url(ex.endpoint, SUFFIX[ex.endpoint])
             try:
                 response = await self.session.post(url, data=body, headers=headers)
                 if response.status < 500:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from yarl import URL
 
 from suanli.gateway.routing import Router, make_router
 from suanli.services import deployments
@@ -28,6 +29,14 @@ class Handle:
     id: str
     upstream: Upstream
     outstanding: int = 0
+    urls: dict[str, URL] = field(default_factory=dict)  # endpoint kind -> parsed URL
+
+    def url(self, kind: str, suffix: str) -> URL:
+        """The upstream URL for ``kind``, parsed once (not per request)."""
+        url = self.urls.get(kind)
+        if url is None:
+            url = self.urls[kind] = URL(self.upstream.endpoint + suffix)
+        return url
 
 
 @dataclass(slots=True)
