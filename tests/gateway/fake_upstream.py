@@ -15,9 +15,9 @@ its body (the OpenAI client's ``extra_body``), which the gateway passes through 
 
 ``usage=False`` never sends usage in a stream, like llama-cpp-python's server; ``delay`` waits
 before each stream chunk, or before a whole answer (a slow replica a client can walk away
-from). Every request is recorded
-(``FakeUpstream.received``): its body, its ``x-request-id``, how many content chunks went out,
-and whether it ended with the client (the gateway) closing the connection.
+from). Every request is recorded (``FakeUpstream.received``): its body, its ``x-request-id``,
+how many content chunks went out, and whether the client (the gateway) closed the connection
+before the answer was out.
 
 Several servers share one event loop in a background thread (``UpstreamLoop``).
 """
@@ -29,7 +29,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -39,6 +39,10 @@ from aiohttp import web
 PROMPT_TOKENS = 17  # the usage every fake answer reports
 CACHED_TOKENS = 4
 EMBEDDING = [0.25, -0.5, 0.75]
+
+
+class Dropped(asyncio.CancelledError):
+    """Raised by a handler that dropped its own connection (``close``, ``die``)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class FakeUpstream:
         how = self._behaviour(body.get("fake"))
         try:
             return await self._answer(request, body, how, got)
+        except Dropped:
+            raise
         except (asyncio.CancelledError, ConnectionResetError):
             got.disconnected = True
             raise
@@ -108,7 +114,7 @@ class FakeUpstream:
         if how.mode == "close":
             assert request.transport is not None
             request.transport.abort()
-            raise asyncio.CancelledError  # nothing more to send on a dropped connection
+            raise Dropped  # nothing more to send on a dropped connection
         if how.mode == "error":
             error = {"message": f"{self.name} fails", "type": "server_error", "code": None}
             return web.json_response({"error": {**error, "param": None}}, status=how.status)
@@ -158,7 +164,7 @@ class FakeUpstream:
             await response.write(data[: len(data) // 2])
             assert request.transport is not None
             request.transport.abort()
-            raise asyncio.CancelledError
+            raise Dropped
         got.chunks_sent = how.chunks
         got.finished = True
         return web.json_response(answer, headers={"x-served-by": self.name})
@@ -206,7 +212,7 @@ class FakeUpstream:
         if how.mode == "die":
             assert request.transport is not None
             request.transport.abort()  # the engine crashed: no terminating chunk, no [DONE]
-            raise asyncio.CancelledError
+            raise Dropped
         await event({**base, "choices": [choice(None, "stop")]})
         options = body.get("stream_options") or {}
         if how.usage and options.get("include_usage"):
@@ -283,12 +289,3 @@ def refused_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
-
-
-@contextlib.contextmanager
-def upstreams(*names: str) -> Iterator[list[FakeUpstream]]:
-    loop = UpstreamLoop()
-    try:
-        yield [loop.start(name) for name in names]
-    finally:
-        loop.close()

@@ -138,6 +138,10 @@ class TenantRow(Base):
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # prepaid tenants are refused (429 insufficient_quota) when their funds run out;
+    # postpaid ones are invoiced; credit_limit lets a prepaid balance go that far below 0
+    prepaid: Mapped[bool] = mapped_column(Boolean, default=False)
+    credit_limit_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     users: Mapped[list[UserRow]] = relationship(
@@ -442,3 +446,85 @@ class UsageRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
     gateway: Mapped[str] = mapped_column(String(64), default="")
+    rated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+Index(
+    "ix_usage_unrated",
+    UsageRow.id,
+    sqlite_where=UsageRow.rated_at.is_(None),
+    postgresql_where=UsageRow.rated_at.is_(None),
+)
+
+
+class PriceBookRow(Base):
+    """A price book version as uploaded (YAML); the one in effect rates usage."""
+
+    __tablename__ = "price_books"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    currency: Mapped[str] = mapped_column(String(3))
+    document: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class VoucherRow(Base):
+    """A grant a tenant spends before its cash: an amount, an expiry, maybe some products."""
+
+    __tablename__ = "vouchers"
+    __table_args__ = (Index("ix_vouchers_tenant", "tenant_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    products: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    memo: Mapped[str] = mapped_column(Text, default="")
+
+
+class LedgerTransactionRow(Base):
+    """A balanced set of postings; immutable; unique by the caller's external id."""
+
+    __tablename__ = "ledger_transactions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    memo: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LedgerPostingRow(Base):
+    """One side of a transaction: debit positive, credit negative, integer micro-units."""
+
+    __tablename__ = "ledger_postings"
+    __table_args__ = (
+        Index("ix_postings_account", "account"),
+        Index("ix_postings_transaction", "transaction_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(
+        ForeignKey("ledger_transactions.id", ondelete="RESTRICT")
+    )
+    account: Mapped[str] = mapped_column(String(160))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class LedgerBalanceRow(Base):
+    """Each account's running balance, updated with its postings in the same transaction."""
+
+    __tablename__ = "ledger_balances"
+
+    account: Mapped[str] = mapped_column(String(160), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    postings: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
