@@ -14,14 +14,25 @@ ALLOWED: dict[str, set[str]] = {
     "importers": {"catalog", "domain"},
     "policy": {"catalog", "domain"},
     "models": {"catalog", "domain"},
+    "billing": {"catalog", "domain"},
     "engines": {"domain", "models"},
     "store": {"domain"},
-    "services": {"catalog", "domain", "models", "policy", "qualify", "store"},
-    "gateway": {"catalog", "domain", "models", "policy", "store", "services"},
+    "services": {"billing", "catalog", "domain", "models", "policy", "qualify", "store"},
+    "gateway": {"billing", "catalog", "domain", "models", "policy", "store", "services"},
     "qualify": {"catalog", "domain"},
     "agent": {"catalog", "domain", "client", "engines", "models", "qualify"},
     "client": set(),
-    "api": {"catalog", "domain", "gateway", "models", "policy", "qualify", "store", "services"},
+    "api": {
+        "billing",
+        "catalog",
+        "domain",
+        "gateway",
+        "models",
+        "policy",
+        "qualify",
+        "store",
+        "services",
+    },
     "cli": {
         "catalog",
         "domain",
@@ -36,6 +47,7 @@ ALLOWED: dict[str, set[str]] = {
         "models",
         "engines",
         "gateway",
+        "billing",
     },
 }
 LEAVES = {"errors", "settings", "__init__"}  # dependency-free modules anyone may use
@@ -50,7 +62,7 @@ SHELL_LIBRARIES = {
     "rich",
     "psycopg",
 }
-PURE = {"catalog", "domain", "importers", "models", "policy"}
+PURE = {"billing", "catalog", "domain", "importers", "models", "policy"}
 # qualify is not pure (it times hardware) but must stay free of the web and database stack
 
 

@@ -490,6 +490,7 @@ class LedgerTransactionRow(Base):
     """A balanced set of postings; immutable; unique by the caller's external id."""
 
     __tablename__ = "ledger_transactions"
+    __table_args__ = (Index("ix_ledger_transactions_at", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(160), unique=True)
@@ -497,6 +498,8 @@ class LedgerTransactionRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     memo: Mapped[str] = mapped_column(Text, default="")
+    # what the money is about, for reports: tenant, model, data center, chip, key, request
+    dims: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

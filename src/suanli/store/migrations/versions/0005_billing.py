@@ -35,10 +35,13 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("memo", sa.Text(), nullable=False),
+        sa.Column("dims", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("external_id"),
     )
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.create_index("ix_ledger_transactions_at", ["at"], unique=False)
     op.create_table(
         "price_books",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -127,6 +130,8 @@ def downgrade() -> None:
 
     op.drop_table("ledger_postings")
     op.drop_table("price_books")
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.drop_index("ix_ledger_transactions_at")
     op.drop_table("ledger_transactions")
     op.drop_table("ledger_balances")
     # ### end Alembic commands ###
