@@ -1,0 +1,452 @@
+"""Billing over the database: price books, top-ups, vouchers, rating usage into the ledger.
+
+The money rules are pure (``suanli.billing``); this module stores what they decide. Postings
+are written in batches with their transactions and the running balances in one database
+transaction, so a crash leaves either the whole batch or none of it. A transaction's
+external id is unique: posting it again with the same content is a no-op, with different
+content a ``TransactionConflictError``. Usage records are rated once: the charge's external
+id is ``usage:{request_id}`` and the record is marked ``rated_at`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from suanli.billing import ledger
+from suanli.billing.funds import Funds, Voucher
+from suanli.billing.ledger import Posting, Transaction
+from suanli.billing.prices import PriceBooks, load_packaged_price_book, parse_price_book
+from suanli.billing.rating import UsageLine, rate_usage
+from suanli.domain import money
+from suanli.domain.actor import Actor
+from suanli.errors import ConflictError, ValidationError
+from suanli.services import audit, tenants
+from suanli.store.tables import (
+    LedgerBalanceRow,
+    LedgerPostingRow,
+    LedgerTransactionRow,
+    PriceBookRow,
+    TenantRow,
+    UsageRow,
+    VoucherRow,
+)
+from suanli.store.types import utcnow
+
+CHUNK = 900  # ids per IN (...) query: under SQLite's variable limit on old versions too
+
+
+# --- price books -------------------------------------------------------------------------
+
+
+def price_books(session: Session) -> PriceBooks:
+    """Every uploaded price book; the packaged example when none was uploaded."""
+    rows = session.scalars(select(PriceBookRow).order_by(PriceBookRow.effective_at))
+    books = [parse_price_book(r.document, f"price book {r.version}") for r in rows]
+    return PriceBooks(books or [load_packaged_price_book()])
+
+
+def upload_price_book(session: Session, actor: Actor, text: str) -> PriceBookRow:
+    book = parse_price_book(text, "uploaded price book")
+    exists = select(PriceBookRow.id).where(PriceBookRow.version == str(book.version))
+    if session.scalar(exists) is not None:
+        raise ConflictError(f"price book version {book.version!r} exists; give a new version")
+    row = PriceBookRow(
+        version=str(book.version),
+        effective_at=book.effective,
+        currency=book.currency,
+        document=text,
+    )
+    session.add(row)
+    session.flush()
+    after = {"version": row.version, "effective": row.effective_at.isoformat()}
+    audit.record(session, actor, "upload", "price_book", row.version, after=after)
+    return row
+
+
+# --- posting -----------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def post(
+    session: Session,
+    transactions: Sequence[Transaction],
+    dims: Sequence[dict[str, Any] | None] | None = None,
+) -> int:
+    """Store ``transactions`` (validated) with their postings and balances; returns how many
+    were new. A repeat (same external id, same content) is skipped."""
+    if not transactions:
+        return 0
+    dims = dims or [None] * len(transactions)
+    fresh: list[tuple[Transaction, str, dict[str, Any] | None]] = []
+    wanted: dict[str, str] = {}
+    for tx, dim in zip(transactions, dims, strict=True):
+        tx.validate()
+        fp = tx.fingerprint()
+        if tx.external_id in wanted:
+            if wanted[tx.external_id] != fp:
+                raise ledger.TransactionConflictError(
+                    f"transaction {tx.external_id!r} appears twice with different content"
+                )
+            continue
+        wanted[tx.external_id] = fp
+        fresh.append((tx, fp, dim))
+    seen: dict[str, str] = {}
+    for ids in _chunks(list(wanted)):
+        stmt = select(LedgerTransactionRow.external_id, LedgerTransactionRow.fingerprint).where(
+            LedgerTransactionRow.external_id.in_(ids)
+        )
+        seen.update(session.execute(stmt).tuples())
+    new = []
+    for tx, fp, dim in fresh:
+        if tx.external_id in seen:
+            if seen[tx.external_id] != fp:
+                raise ledger.TransactionConflictError(
+                    f"transaction {tx.external_id!r} was already recorded with different content"
+                )
+            continue
+        new.append((tx, fp, dim))
+    if not new:
+        return 0
+    now = utcnow()
+    ids = (
+        session.execute(
+            insert(LedgerTransactionRow).returning(
+                LedgerTransactionRow.id, sort_by_parameter_order=True
+            ),
+            [
+                {
+                    "external_id": tx.external_id,
+                    "kind": tx.kind,
+                    "fingerprint": fp,
+                    "at": tx.at,
+                    "memo": tx.memo,
+                    "dims": dim,
+                    "created_at": now,
+                }
+                for tx, fp, dim in new
+            ],
+        )
+        .scalars()
+        .all()
+    )
+    postings = []
+    deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for tx_id, (tx, _fp, _dim) in zip(ids, new, strict=True):
+        for p in tx.postings:
+            postings.append(
+                {
+                    "transaction_id": tx_id,
+                    "account": p.account,
+                    "amount_micros": p.amount_micros,
+                    "currency": p.currency,
+                }
+            )
+            delta = deltas[(p.account, p.currency)]
+            delta[0] += p.amount_micros
+            delta[1] += 1
+    session.execute(insert(LedgerPostingRow), postings)
+    _add_to_balances(session, deltas, now)
+    return len(new)
+
+
+def _add_to_balances(
+    session: Session, deltas: dict[tuple[str, str], list[int]], now: datetime
+) -> None:
+    """balance += delta, atomically per row (an upsert), in a fixed order (no deadlocks)."""
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    table = LedgerBalanceRow.__table__
+    for (account, currency), (amount, count) in sorted(deltas.items()):
+        stmt = module.insert(table).values(
+            account=account,
+            currency=currency,
+            balance_micros=amount,
+            postings=count,
+            updated_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account", "currency"],
+            set_={
+                "balance_micros": table.c.balance_micros + amount,
+                "postings": table.c.postings + count,
+                "updated_at": now,
+            },
+        )
+        session.execute(stmt)
+
+
+# --- top-ups, vouchers, funds ------------------------------------------------------------
+
+
+def _currency(session: Session, currency: str, field: str) -> str:
+    cur = money.parse_currency(currency, field)
+    billing = price_books(session).at(datetime.now(UTC)).currency
+    if cur != billing:
+        raise ValidationError(f"this platform bills in {billing}, not {cur}", field)
+    return cur
+
+
+def top_up(
+    session: Session,
+    actor: Actor,
+    tenant: str,
+    amount: Decimal,
+    currency: str,
+    external_id: str,
+) -> Transaction:
+    """Money received from a tenant (the payment's reference is the external id)."""
+    trow = tenants.get(session, tenant)
+    cur = _currency(session, currency, "currency")
+    micros = money.Money(money.parse_amount(amount, "amount"), cur).micros
+    tx = ledger.top_up(trow.id, micros, cur, f"topup:{external_id}", utcnow())
+    if post(session, [tx], [{"tenant": trow.name}]):
+        audit.record(
+            session, actor, "top_up", "tenant", trow.name,
+            after={"amount": f"{amount}", "currency": cur, "external_id": external_id},
+        )  # fmt: skip
+    return tx
+
+
+def grant_voucher(
+    session: Session,
+    actor: Actor,
+    tenant: str,
+    amount: Decimal,
+    currency: str,
+    expires_at: datetime,
+    products: list[str] | None = None,
+    memo: str = "",
+) -> VoucherRow:
+    trow = tenants.get(session, tenant)
+    cur = _currency(session, currency, "currency")
+    micros = money.Money(money.parse_amount(amount, "amount"), cur).micros
+    if micros <= 0:
+        raise ValidationError("a voucher must be worth more than 0", "amount")
+    if expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if expires_at <= utcnow():
+        raise ValidationError("the voucher would be expired already", "expires_at")
+    row = VoucherRow(
+        tenant_id=trow.id,
+        amount_micros=micros,
+        currency=cur,
+        products=products,
+        expires_at=expires_at,
+        memo=memo,
+    )
+    session.add(row)
+    session.flush()
+    tx = ledger.grant_voucher(trow.id, row.id, micros, cur, f"voucher:{row.id}", row.granted_at)
+    post(session, [tx], [{"tenant": trow.name}])
+    audit.record(
+        session, actor, "grant_voucher", "tenant", trow.name,
+        after={"voucher": row.id, "amount": f"{amount}", "currency": cur,
+               "expires_at": expires_at.isoformat(), "products": products},
+    )  # fmt: skip
+    return row
+
+
+def raw_balances(session: Session, accounts: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(accounts))):
+        stmt = select(LedgerBalanceRow.account, LedgerBalanceRow.balance_micros).where(
+            LedgerBalanceRow.account.in_(chunk)
+        )
+        out.update(session.execute(stmt).tuples())
+    return out
+
+
+def funds_of(session: Session, tenant_ids: Iterable[int], currency: str) -> dict[int, Funds]:
+    """Prepaid balance and live vouchers of each tenant, as the ledger says now."""
+    ids = sorted(set(tenant_ids))
+    vouchers: dict[int, list[VoucherRow]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        for v in session.scalars(select(VoucherRow).where(VoucherRow.tenant_id.in_(chunk))):
+            vouchers[v.tenant_id].append(v)
+    accounts = [ledger.prepaid_account(t) for t in ids]
+    accounts += [ledger.voucher_account(v.tenant_id, v.id) for vs in vouchers.values() for v in vs]
+    raw = raw_balances(session, accounts)
+    out = {}
+    for t in ids:
+        prepaid = -raw.get(ledger.prepaid_account(t), 0)
+        live = tuple(
+            Voucher(
+                str(v.id),
+                -raw.get(ledger.voucher_account(t, v.id), 0),
+                v.expires_at,
+                frozenset(v.products) if v.products is not None else None,
+            )
+            for v in vouchers.get(t, [])
+            if v.currency == currency
+        )
+        out[t] = Funds(t, currency, prepaid, live)
+    return out
+
+
+# --- rating ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rated:
+    records: int
+    charged: int
+    amount_micros: int
+
+
+def _line(row: UsageRow) -> UsageLine:
+    return UsageLine(
+        request_id=row.request_id,
+        tenant_id=row.tenant_id,
+        credential_id=row.credential_id,
+        model=row.model,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_tokens=row.cached_tokens,
+        status=row.status,
+        outcome=row.outcome,
+        started_at=row.started_at,
+    )
+
+
+def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None = None) -> Rated:
+    """Rate up to ``limit`` unrated usage records into the ledger (the caller commits).
+
+    On PostgreSQL the records are claimed with ``FOR UPDATE SKIP LOCKED``, so several
+    raters share the work; on SQLite the write lock serialises them. Either way a record
+    is charged once: its charge's external id is unique."""
+    stmt = select(UsageRow).where(UsageRow.rated_at.is_(None)).order_by(UsageRow.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = list(session.scalars(stmt))
+    if not rows:
+        return Rated(0, 0, 0)
+    books = books or price_books(session)
+    charges = []
+    for row in rows:
+        charge = rate_usage(_line(row), books.at(row.started_at))
+        if charge.amount_micros:
+            charges.append((row, charge))
+    currency = books.at(datetime.now(UTC)).currency
+    funds = funds_of(session, (c.tenant_id for _, c in charges), currency)
+    txs, dims, total = [], [], 0
+    for row, charge in charges:
+        tx = ledger.charge(charge, funds[charge.tenant_id], row.started_at)
+        if tx is None:
+            continue
+        funds[charge.tenant_id] = _after(funds[charge.tenant_id], tx)
+        txs.append(tx)
+        dims.append(
+            {
+                "tenant_id": row.tenant_id,
+                "key": row.credential_id,
+                "model": row.model,
+                "node": row.node,
+                "chip": row.chip,
+                "deployment_id": row.deployment_id,
+                "input": charge.input_micros,
+                "cached": charge.cached_micros,
+                "output": charge.output_micros,
+                "price_version": charge.price_version,
+            }
+        )
+        total += charge.amount_micros
+    post(session, txs, dims)
+    now = utcnow()
+    for chunk in _chunks([r.id for r in rows]):
+        session.execute(
+            update(UsageRow)
+            .where(UsageRow.id.in_(chunk), UsageRow.rated_at.is_(None))
+            .values(rated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return Rated(len(rows), len(txs), total)
+
+
+def _after(funds: Funds, tx: Transaction) -> Funds:
+    """``funds`` once ``tx`` is posted (so the next charge in a batch sees it)."""
+    spent = {p.account: p.amount_micros for p in tx.postings if p.amount_micros > 0}
+    prepaid = funds.prepaid_micros - spent.get(ledger.prepaid_account(funds.tenant_id), 0)
+    vouchers = tuple(
+        Voucher(
+            v.voucher_id,
+            v.remaining_micros
+            - spent.get(ledger.voucher_account(funds.tenant_id, v.voucher_id), 0),
+            v.expires_at,
+            v.products,
+        )
+        for v in funds.vouchers
+    )
+    return Funds(funds.tenant_id, funds.currency, prepaid, vouchers)
+
+
+# --- checking ----------------------------------------------------------------------------
+
+
+def load_transactions(session: Session) -> Iterator[Transaction]:
+    """Every stored transaction with its postings (in id order, streamed)."""
+    postings: dict[int, list[Posting]] = defaultdict(list)
+    for tid, account, amount, cur in session.execute(
+        select(
+            LedgerPostingRow.transaction_id,
+            LedgerPostingRow.account,
+            LedgerPostingRow.amount_micros,
+            LedgerPostingRow.currency,
+        )
+    ).tuples():
+        postings[tid].append(Posting(account, amount, cur))
+    rows = session.execute(
+        select(
+            LedgerTransactionRow.id,
+            LedgerTransactionRow.external_id,
+            LedgerTransactionRow.kind,
+            LedgerTransactionRow.at,
+            LedgerTransactionRow.memo,
+            LedgerTransactionRow.fingerprint,
+        ).order_by(LedgerTransactionRow.id)
+    ).tuples()
+    for tid, ext, kind, at, memo, fp in rows:
+        tx = Transaction(ext, kind, tuple(postings.get(tid, [])), at, memo)
+        if tx.fingerprint() != fp:
+            tx = Transaction(ext, kind + "_altered", tx.postings, at, memo)  # shows as a problem
+        yield tx
+
+
+def verify(session: Session) -> list[str]:
+    """The invariants of the stored ledger (see ``suanli.billing.ledger.verify``), plus:
+    every usage record marked rated that should cost something has exactly one charge."""
+    stored = dict(
+        session.execute(select(LedgerBalanceRow.account, LedgerBalanceRow.balance_micros)).tuples()
+    )
+    limits = {}
+    for tid, prepaid, limit in session.execute(
+        select(TenantRow.id, TenantRow.prepaid, TenantRow.credit_limit_micros)
+    ).tuples():
+        # a postpaid tenant's prepaid account is what it owes: no floor
+        limits[ledger.prepaid_account(tid)] = limit if prepaid else ledger.MAX_AMOUNT
+    txs = list(load_transactions(session))
+    problems = ledger.verify(txs, stored, limits)
+    problems += [
+        f"transaction {t.external_id!r}: its postings do not match its fingerprint"
+        for t in txs
+        if t.kind.endswith("_altered")
+    ]
+    charged = {ledger.usage_request_id(t.external_id) for t in txs if t.kind == ledger.USAGE}
+    books = price_books(session)
+    for row in session.scalars(select(UsageRow).where(UsageRow.rated_at.isnot(None))):
+        due = rate_usage(_line(row), books.at(row.started_at)).amount_micros
+        if due and row.request_id not in charged:
+            problems.append(f"usage {row.request_id!r} is marked rated but has no charge")
+    return problems
