@@ -45,6 +45,13 @@ class ApiClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response itself (for bytes: PDF, PNG); ApiError on an error status."""
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         description="a draining replica stops when idle or after this (engines that cannot "
         "say whether they are idle wait it out)",
     )
+    rating_interval_s: float = Field(
+        default=1.0, gt=0, le=3600, description="how often new usage is rated"
+    )
     local_country: str = Field(default="CN", min_length=2, max_length=2)
     log_level: str = Field(default="info")
 

@@ -24,6 +24,7 @@ from suanli.api.metrics import Metrics
 from suanli.api.routers import (
     agent,
     audit,
+    billing,
     chips,
     datacenters,
     deployments,
@@ -35,6 +36,7 @@ from suanli.api.routers import (
     tokens,
     workloads,
 )
+from suanli.errors import SuanliError
 from suanli.gateway.app import Gateway
 from suanli.services import agents
 from suanli.services.audit import request_id_var
@@ -60,6 +62,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_liveness_loop(settings, factory)) if liveness else None
+        billing_task = asyncio.create_task(_billing_loop(settings, factory)) if liveness else None
         if gateway is not None:
             await gateway.start()
         try:
@@ -67,6 +70,10 @@ def create_app(
         finally:
             if gateway is not None:
                 await gateway.stop()
+            if billing_task is not None:
+                billing_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await billing_task
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +129,7 @@ def create_app(
         policy,
         qualification,
         deployments,
+        billing,
     )
     for module in routers:
         app.include_router(module.router)
@@ -146,3 +154,34 @@ async def _liveness_loop(settings: Settings, factory: sessionmaker[Session]) -> 
             continue
         for name in downed:
             log.warning("node %s marked down: no heartbeat", name)
+
+
+async def _billing_loop(settings: Settings, factory: sessionmaker[Session]) -> None:
+    """Rate new usage every ``rating_interval_s``; accrue accelerator time each minute."""
+    from datetime import UTC, datetime, timedelta
+
+    from suanli.services import billing, billing_reports
+
+    def rate() -> None:
+        with factory() as session:
+            billing.rate_pending(session)
+            session.commit()
+
+    def accrue(minute: datetime) -> None:
+        with factory() as session:
+            billing_reports.accrue_minute(session, minute)
+            session.commit()
+
+    last_minute = None
+    while True:
+        await asyncio.sleep(settings.rating_interval_s)
+        try:
+            await run_in_threadpool(rate)
+            minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+            if minute != last_minute:
+                await run_in_threadpool(accrue, minute)
+                last_minute = minute
+        except OperationalError as exc:  # database busy or restarting: try next round
+            log.warning("billing round skipped: %s", exc.orig)
+        except SuanliError as exc:  # e.g. a model the price book does not price
+            log.error("usage cannot be rated: %s", exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from suanli.cli.audit import audit
+from suanli.cli.billing import billing_app, ledger_app
 from suanli.cli.chips import chips
 from suanli.cli.compliance import artifacts_app, compliance_app, datasets_app, workloads_app
 from suanli.cli.fleet import fleet_app
@@ -31,6 +32,8 @@ app.command()(deploy)
 app.command()(usage)
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(models_app, name="models")
+app.add_typer(billing_app, name="billing")
+app.add_typer(ledger_app, name="ledger")
 app.command()(chips)
 app.command()(audit)
 app.command()(qualify)

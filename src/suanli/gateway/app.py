@@ -31,6 +31,7 @@ from suanli.gateway.metering import Journal, flush_loop
 from suanli.gateway.protocol import Call, GatewayError
 from suanli.gateway.ratelimit import RateLimiter, RateLimiterUnavailable, make_rate_limiter
 from suanli.gateway.registry import Entry, Registry
+from suanli.gateway.wallet import Wallets
 from suanli.settings import Settings
 from suanli.store.db import make_engine, make_sessionmaker
 
@@ -69,6 +70,7 @@ class Gateway:
         self.registry = Registry(factory, refresh_s)
         self.journal = Journal(journal_dir, engine, fsync)
         self.limiter = limiter or make_rate_limiter(redis_url)
+        self.wallets = Wallets(factory, key_cache_s, flush_s)
         self.flush_s = flush_s
         self.max_attempts = max_attempts
         self._tasks: list[asyncio.Task[None]] = []
@@ -227,6 +229,8 @@ class Gateway:
                 if not verdict.allowed:
                     raise _limited(verdict, key)
                 exchange.reserved = reserved
+            if key.prepaid:
+                await self._reserve_funds(exchange, key, entry, reserved)
         except GatewayError as exc:
             exchange.fail(exc)
             self.forwarder.record(exchange, exc.status, "error", exc.code)
@@ -237,6 +241,49 @@ class Gateway:
         finally:
             if exchange.reserved:
                 await self.limiter.settle(key.subjects, exchange.reserved, exchange.usage_total())
+            if exchange.funds_reserved and exchange.entry is not None:
+                await self._settle_funds(exchange, key, exchange.entry)
+
+    async def _reserve_funds(
+        self, exchange: Exchange, key: KeyInfo, entry: Entry, tokens: int
+    ) -> None:
+        """Hold the request's worst-case cost, or refuse it: 429 insufficient_quota."""
+        call = exchange.call
+        assert call is not None
+        book = await self.wallets.book()
+        prompt = min(call.prompt_tokens_estimate, tokens)
+        worst = Wallets.cost(book, entry.route.model, prompt, tokens - prompt)
+        if not await self.wallets.reserve(key.tenant_id, entry.route.model, worst):
+            if exchange.reserved:
+                await self.limiter.settle(key.subjects, exchange.reserved, 0)
+                exchange.reserved = 0
+            raise GatewayError(
+                429,
+                "You exceeded your current quota: the tenant's balance cannot cover this "
+                "request (top up, or lower max_tokens)",
+                "insufficient_quota",
+                None,
+                "insufficient_quota",
+            )
+        exchange.funds_reserved = worst
+
+    async def _settle_funds(self, exchange: Exchange, key: KeyInfo, entry: Entry) -> None:
+        usage = exchange.usage
+        book = await self.wallets.book()
+        if usage is not None:
+            actual = Wallets.cost(
+                book,
+                entry.route.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+            )
+        elif exchange.chunks:  # an interrupted stream: what it produced
+            estimate = exchange.call.prompt_tokens_estimate if exchange.call else 0
+            actual = Wallets.cost(book, entry.route.model, estimate, exchange.chunks)
+        else:  # nothing was produced: nothing is charged
+            actual = 0
+        self.wallets.settle(key.tenant_id, exchange.funds_reserved, actual)
 
     async def _models(self, scope: Scope, send: Send, rid: str, model_id: str) -> None:
         key = await self._authenticate(scope)

@@ -35,7 +35,8 @@ class Exchange:
     call: Call | None = None
     entry: Entry | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    reserved: int = 0
+    reserved: int = 0  # tokens held in the rate limiter
+    funds_reserved: int = 0  # micro-units held from a prepaid tenant's funds
     handle: Handle | None = None
     attempts: int = 0
     usage: Usage | None = None
@@ -81,6 +82,7 @@ class Forwarder:
                 "credential_id": ex.key.credential_id,
                 "endpoint": ex.endpoint,
                 "model": call.model[:200] if call else "",
+                "catalog_model": entry.route.model if entry else "",
                 "deployment_id": entry.route.deployment_id if entry else None,
                 "replica_id": handle.upstream.replica_id if handle else None,
                 "node": handle.upstream.node if handle else "",

@@ -30,6 +30,7 @@ class KeyInfo:
     tenant: str
     models: frozenset[str] | None
     subjects: tuple[Subject, ...]  # the key's and the tenant's rate limits
+    prepaid: bool = False  # refused when its funds cannot cover a request
 
 
 def _lookup(factory: sessionmaker[Session], digest: str) -> KeyInfo | None:
@@ -50,7 +51,7 @@ def _lookup(factory: sessionmaker[Session], digest: str) -> KeyInfo | None:
     if tenant.rpm_limit is not None or tenant.tpm_limit is not None:
         subjects.append(Subject(f"tenant:{tenant.id}", Limits(tenant.rpm_limit, tenant.tpm_limit)))
     models = frozenset(cred.allowed_models) if cred.allowed_models is not None else None
-    return KeyInfo(cred.id, tenant.id, tenant.name, models, tuple(subjects))
+    return KeyInfo(cred.id, tenant.id, tenant.name, models, tuple(subjects), tenant.prepaid)
 
 
 class KeyCache:

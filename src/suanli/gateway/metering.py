@@ -57,6 +57,7 @@ def insert_records(engine: Engine, records: list[dict[str, Any]]) -> int:
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     row = dict(r)
+    row.setdefault("catalog_model", "")  # journals written before the field existed
     row["started_at"] = datetime.fromtimestamp(r["started_at"], UTC)
     row["finished_at"] = datetime.fromtimestamp(r["finished_at"], UTC)
     return row

@@ -108,7 +108,7 @@ def post(
         stmt = select(LedgerTransactionRow.external_id, LedgerTransactionRow.fingerprint).where(
             LedgerTransactionRow.external_id.in_(ids)
         )
-        seen.update(session.execute(stmt).tuples())
+        seen.update((ext, fp) for ext, fp in session.execute(stmt))
     new = []
     for tx, fp, dim in fresh:
         if tx.external_id in seen:
@@ -265,7 +265,7 @@ def raw_balances(session: Session, accounts: Iterable[str]) -> dict[str, int]:
         stmt = select(LedgerBalanceRow.account, LedgerBalanceRow.balance_micros).where(
             LedgerBalanceRow.account.in_(chunk)
         )
-        out.update(session.execute(stmt).tuples())
+        out.update((account, raw) for account, raw in session.execute(stmt))
     return out
 
 
@@ -311,7 +311,7 @@ def _line(row: UsageRow) -> UsageLine:
         request_id=row.request_id,
         tenant_id=row.tenant_id,
         credential_id=row.credential_id,
-        model=row.model,
+        model=row.catalog_model or row.model,
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
         cached_tokens=row.cached_tokens,
@@ -352,10 +352,14 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
             {
                 "tenant_id": row.tenant_id,
                 "key": row.credential_id,
-                "model": row.model,
+                "model": row.catalog_model or row.model,
+                "called": row.model,
                 "node": row.node,
                 "chip": row.chip,
                 "deployment_id": row.deployment_id,
+                "prompt_tokens": row.prompt_tokens,
+                "cached_tokens": row.cached_tokens,
+                "completion_tokens": row.completion_tokens,
                 "input": charge.input_micros,
                 "cached": charge.cached_micros,
                 "output": charge.output_micros,
@@ -405,7 +409,7 @@ def load_transactions(session: Session) -> Iterator[Transaction]:
             LedgerPostingRow.amount_micros,
             LedgerPostingRow.currency,
         )
-    ).tuples():
+    ):
         postings[tid].append(Posting(account, amount, cur))
     rows = session.execute(
         select(
@@ -416,7 +420,7 @@ def load_transactions(session: Session) -> Iterator[Transaction]:
             LedgerTransactionRow.memo,
             LedgerTransactionRow.fingerprint,
         ).order_by(LedgerTransactionRow.id)
-    ).tuples()
+    )
     for tid, ext, kind, at, memo, fp in rows:
         tx = Transaction(ext, kind, tuple(postings.get(tid, [])), at, memo)
         if tx.fingerprint() != fp:
@@ -427,13 +431,13 @@ def load_transactions(session: Session) -> Iterator[Transaction]:
 def verify(session: Session) -> list[str]:
     """The invariants of the stored ledger (see ``suanli.billing.ledger.verify``), plus:
     every usage record marked rated that should cost something has exactly one charge."""
-    stored = dict(
-        session.execute(select(LedgerBalanceRow.account, LedgerBalanceRow.balance_micros)).tuples()
+    stored: dict[str, int] = dict(
+        session.execute(select(LedgerBalanceRow.account, LedgerBalanceRow.balance_micros)).all()
     )
     limits = {}
     for tid, prepaid, limit in session.execute(
         select(TenantRow.id, TenantRow.prepaid, TenantRow.credit_limit_micros)
-    ).tuples():
+    ):
         # a postpaid tenant's prepaid account is what it owes: no floor
         limits[ledger.prepaid_account(tid)] = limit if prepaid else ledger.MAX_AMOUNT
     txs = list(load_transactions(session))

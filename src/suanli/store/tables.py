@@ -428,7 +428,8 @@ class UsageRow(Base):
     tenant_id: Mapped[int] = mapped_column(Integer)
     credential_id: Mapped[int] = mapped_column(Integer)
     endpoint: Mapped[str] = mapped_column(String(32))  # chat | completions | embeddings
-    model: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))  # the name the client called
+    catalog_model: Mapped[str] = mapped_column(String(120), default="")  # what it priced as
     deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replica_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     node: Mapped[str] = mapped_column(String(63), default="")
