@@ -38,6 +38,8 @@ from suanli.store.db import make_engine, make_sessionmaker
 log = logging.getLogger("suanli.gateway")
 
 
+TEMPLATE_TOKENS = 64  # a chat template's preamble (a default system prompt), at most
+TEMPLATE_TOKENS_PER_MESSAGE = 16  # role markers and separators per message, at most
 PATHS = {
     "/v1/chat/completions": ("chat", protocol.chat),
     "/v1/completions": ("completions", protocol.completions),
@@ -252,7 +254,13 @@ class Gateway:
         assert call is not None
         book = await self.wallets.book()
         prompt = min(call.prompt_tokens_estimate, tokens)
-        worst = Wallets.cost(book, entry.route.model, prompt, tokens - prompt)
+        # an upper bound, not the estimate: a token is at least one byte of the prompt, and
+        # chat templates add a few tokens per message and a preamble
+        messages = call.body.get("messages")
+        turns = len(messages) if isinstance(messages, list) else 1
+        bound = len(call.prompt_text.encode()) + TEMPLATE_TOKENS_PER_MESSAGE * turns
+        bound += TEMPLATE_TOKENS
+        worst = Wallets.cost(book, entry.route.model, bound, tokens - prompt)
         if not await self.wallets.reserve(key.tenant_id, entry.route.model, worst):
             if exchange.reserved:
                 await self.limiter.settle(key.subjects, exchange.reserved, 0)

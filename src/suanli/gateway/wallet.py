@@ -99,7 +99,7 @@ class Wallets:
                     UsageRow.completion_tokens,
                     UsageRow.cached_tokens,
                 ).where(UsageRow.tenant_id == tenant_id, UsageRow.rated_at.is_(None))
-            ).tuples():
+            ):
                 unrated += self.cost(book, model or called, prompt, completion, cached)
         return _Snapshot(funds, int(limit or 0), unrated, started)
 

@@ -211,7 +211,13 @@ def top_up(
     trow = tenants.get(session, tenant)
     cur = _currency(session, currency, "currency")
     micros = money.Money(money.parse_amount(amount, "amount"), cur).micros
-    tx = ledger.top_up(trow.id, micros, cur, f"topup:{external_id}", utcnow())
+    ext = f"topup:{external_id}"
+    # the same payment reported again keeps the time it was first recorded at, so that it
+    # repeats that transaction (a no-op) instead of conflicting with it
+    first_at = session.scalar(
+        select(LedgerTransactionRow.at).where(LedgerTransactionRow.external_id == ext)
+    )
+    tx = ledger.top_up(trow.id, micros, cur, ext, first_at or utcnow())
     if post(session, [tx], [{"tenant": trow.name}]):
         audit.record(
             session, actor, "top_up", "tenant", trow.name,

@@ -137,7 +137,7 @@ def invoice(session: Session, tenant: str, month: str) -> Invoice:
     other: dict[str, int] = defaultdict(int)
     vouchers = prepaid_paid = top_ups = 0
     counted: set[tuple[Any, ...]] = set()
-    for kind, at, dims, account, amount in session.execute(stmt).tuples():
+    for kind, at, dims, account, amount in session.execute(stmt):
         dims = dims or {}
         if kind == "top_up":
             top_ups += -amount
@@ -276,7 +276,7 @@ def _node_places(session: Session) -> dict[str, tuple[str, str]]:
         select(NodeRow.name, DataCenterRow.name, NodeRow.chip).join(
             DataCenterRow, NodeRow.data_center_id == DataCenterRow.id
         )
-    ).tuples()
+    )
     return {node: (dc, chip or "CPU") for node, dc, chip in rows}
 
 
@@ -297,7 +297,7 @@ def margin(session: Session, start: datetime, end: datetime) -> dict[str, Any]:
             LedgerPostingRow.account.in_([ledger.REVENUE, ledger.COST_OF_REVENUE]),
         )
     )
-    for dims, account, amount in session.execute(stmt).tuples():
+    for dims, account, amount in session.execute(stmt):
         dims = dims or {}
         node = str(dims.get("node") or "")
         dc, chip = places.get(node, (str(dims.get("data_center") or "external"), ""))
@@ -375,7 +375,7 @@ def accrue_minute(session: Session, minute: datetime) -> int:
             select(DataCenterRow.name, ChipCostRow.chip, ChipCostRow.amount_micros).join(
                 ChipCostRow, ChipCostRow.data_center_id == DataCenterRow.id
             )
-        ).tuples()
+        )
     }
     places = _node_places(session)
     holders: list[tuple[str, str, int, int | None, str]] = []  # id, node, count, tenant, label
@@ -390,7 +390,7 @@ def accrue_minute(session: Session, minute: datetime) -> int:
         .join(NodeRow, ReplicaRow.node_id == NodeRow.id)
         .join(DeploymentRow, ReplicaRow.deployment_id == DeploymentRow.id)
         .where(ReplicaRow.state.in_(("starting", "ready", "draining", "backoff")))
-    ).tuples():
+    ):
         if devices:
             holders.append((f"replica:{rid}", node, len(devices), tenant_id, f"dedicated {dep}"))
     for wid, node, count, tenant_id, name in session.execute(
@@ -403,7 +403,7 @@ def accrue_minute(session: Session, minute: datetime) -> int:
         )
         .join(NodeRow, WorkloadRow.node_id == NodeRow.id)
         .where(WorkloadRow.state == "running")
-    ).tuples():
+    ):
         holders.append((f"workload:{wid}", node, count, tenant_id, f"rental {name}"))
     txs: list[ledger.Transaction] = []
     dims: list[dict[str, Any] | None] = []
