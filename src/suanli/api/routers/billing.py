@@ -11,12 +11,13 @@ from pydantic import Field
 
 from suanli.api.deps import Admin, Caller, DbSession, read_text, require_tenant_access
 from suanli.billing import ledger
+from suanli.domain.specs import Amount as MoneyAmount
 from suanli.domain.specs import Label, Spec
 from suanli.services import billing, billing_reports, tenants
 from suanli.store.tables import PriceBookRow
 
 router = APIRouter(tags=["billing"])
-Amount = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=6)]
+Amount = Annotated[MoneyAmount, Field(gt=0)]  # a decimal string; floats are refused
 
 
 class TopUpSpec(Spec):
