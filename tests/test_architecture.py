@@ -15,6 +15,9 @@ ALLOWED: dict[str, set[str]] = {
     "policy": {"catalog", "domain"},
     "models": {"catalog", "domain"},
     "billing": {"catalog", "domain"},
+    "perf": {"catalog", "domain", "models"},
+    "scheduler": {"catalog", "domain", "models", "perf", "policy"},
+    "sim": {"catalog", "domain", "models", "perf", "policy", "scheduler"},
     "engines": {"domain", "models"},
     "store": {"domain"},
     "services": {"billing", "catalog", "domain", "models", "policy", "qualify", "store"},
@@ -48,6 +51,9 @@ ALLOWED: dict[str, set[str]] = {
         "engines",
         "gateway",
         "billing",
+        "perf",
+        "scheduler",
+        "sim",
     },
 }
 LEAVES = {"errors", "settings", "__init__"}  # dependency-free modules anyone may use
@@ -62,7 +68,7 @@ SHELL_LIBRARIES = {
     "rich",
     "psycopg",
 }
-PURE = {"billing", "catalog", "domain", "importers", "models", "policy"}
+PURE = {"billing", "catalog", "domain", "importers", "models", "perf", "policy", "scheduler"}
 # qualify is not pure (it times hardware) but must stay free of the web and database stack
 
 
