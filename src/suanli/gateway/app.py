@@ -87,7 +87,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.journal.adopt_orphans)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-        timeout = aiohttp.ClientTimeout(total=None, connect=10)
+        # no total limit (a long generation is fine), but a replica silent for 10 minutes
+        # mid-answer is dead: the client gets what was produced and the record says so
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=600)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,

@@ -45,10 +45,14 @@ class Exchange:
     done: bool = False  # the answer is complete (a disconnect after this is not a cancel)
     client_gone: bool = False
     recorded: bool = False
+    status: int = 0  # what the client was sent (set with the usage record)
 
     def usage_total(self) -> int:
+        """Tokens the request really used (for the tokens-per-minute limits)."""
         if self.usage is not None:
             return self.usage.prompt_tokens + self.usage.completion_tokens
+        if self.chunks == 0 and self.status >= 400:
+            return 0  # refused or failed before any replica worked on it
         estimate = self.call.prompt_tokens_estimate if self.call else 0
         return estimate + self.chunks
 
@@ -68,6 +72,7 @@ class Forwarder:
         if ex.recorded:
             return
         ex.recorded = True
+        ex.status = status
         call, entry, handle = ex.call, ex.entry, ex.handle
         usage = ex.usage
         estimated = usage is None and outcome == "ok" and ex.endpoint != "embeddings"
@@ -172,7 +177,8 @@ class Forwarder:
             try:
                 response = await self.session.post(url, data=body, headers=headers)
                 if response.status < 500:
-                    if stream and response.status == 200:
+                    sse = response.content_type == "text/event-stream"
+                    if stream and response.status == 200 and sse:
                         return response, None
                     return response, await response.read()
                 text = (await response.read())[:300].decode("utf-8", "replace")
@@ -269,8 +275,11 @@ class Forwarder:
                 if _has_usage(data):
                     payload = orjson.loads(data)
                     ex.usage = protocol.usage_of(payload)
-                    if not payload.get("choices") and strip_usage:
-                        continue
+                    if strip_usage:  # the client did not ask for usage: it does not see it
+                        if not payload.get("choices"):
+                            continue
+                        payload.pop("usage", None)
+                        event = b"data: " + orjson.dumps(payload) + b"\n\n"
                 if _has_text(data):
                     ex.chunks += 1
                     if ex.ttft is None:

@@ -10,6 +10,7 @@ id is ``usage:{request_id}`` and the record is marked ``rated_at`` in the same t
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.orm import Session
 
 from suanli.billing import ledger
@@ -39,7 +41,7 @@ from suanli.store.tables import (
     UsageRow,
     VoucherRow,
 )
-from suanli.store.types import utcnow
+from suanli.store.types import UTCDateTime, utcnow
 
 CHUNK = 900  # ids per IN (...) query: under SQLite's variable limit on old versions too
 
@@ -87,13 +89,27 @@ def post(
 ) -> int:
     """Store ``transactions`` (validated) with their postings and balances; returns how many
     were new. A repeat (same external id, same content) is skipped."""
+    for tx in transactions:
+        tx.validate()
+    return _post(session, transactions, dims)
+
+
+def _post(
+    session: Session,
+    transactions: Sequence[Transaction],
+    dims: Sequence[dict[str, Any] | None] | None = None,
+) -> int:
+    """``post`` of transactions already validated (those ``suanli.billing.ledger`` builds).
+
+    A handful of statements whatever the number of transactions: one to find the external
+    ids already there, one (PostgreSQL: ``unnest`` of arrays) or one batch (SQLite) for the
+    transactions, the same for their postings, one upsert per account touched."""
     if not transactions:
         return 0
     dims = dims or [None] * len(transactions)
     fresh: list[tuple[Transaction, str, dict[str, Any] | None]] = []
     wanted: dict[str, str] = {}
     for tx, dim in zip(transactions, dims, strict=True):
-        tx.validate()
         fp = tx.fingerprint()
         if tx.external_id in wanted:
             if wanted[tx.external_id] != fp:
@@ -103,12 +119,7 @@ def post(
             continue
         wanted[tx.external_id] = fp
         fresh.append((tx, fp, dim))
-    seen: dict[str, str] = {}
-    for ids in _chunks(list(wanted)):
-        stmt = select(LedgerTransactionRow.external_id, LedgerTransactionRow.fingerprint).where(
-            LedgerTransactionRow.external_id.in_(ids)
-        )
-        seen.update((ext, fp) for ext, fp in session.execute(stmt))
+    seen = _fingerprints(session, list(wanted))
     new = []
     for tx, fp, dim in fresh:
         if tx.external_id in seen:
@@ -121,45 +132,138 @@ def post(
     if not new:
         return 0
     now = utcnow()
-    ids = (
-        session.execute(
-            insert(LedgerTransactionRow).returning(
-                LedgerTransactionRow.id, sort_by_parameter_order=True
-            ),
-            [
-                {
-                    "external_id": tx.external_id,
-                    "kind": tx.kind,
-                    "fingerprint": fp,
-                    "at": tx.at,
-                    "memo": tx.memo,
-                    "dims": dim,
-                    "created_at": now,
-                }
-                for tx, fp, dim in new
-            ],
-        )
-        .scalars()
-        .all()
-    )
-    postings = []
+    ids = _insert_transactions(session, new, now)
+    postings: list[tuple[int, str, int, str]] = []
     deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for tx_id, (tx, _fp, _dim) in zip(ids, new, strict=True):
+    for tx, _fp, _dim in new:
+        tx_id = ids[tx.external_id]
         for p in tx.postings:
-            postings.append(
-                {
-                    "transaction_id": tx_id,
-                    "account": p.account,
-                    "amount_micros": p.amount_micros,
-                    "currency": p.currency,
-                }
-            )
+            postings.append((tx_id, p.account, p.amount_micros, p.currency))
             delta = deltas[(p.account, p.currency)]
             delta[0] += p.amount_micros
             delta[1] += 1
-    session.execute(insert(LedgerPostingRow), postings)
+    _insert_postings(session, postings)
     _add_to_balances(session, deltas, now)
     return len(new)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _fingerprints(session: Session, external_ids: list[str]) -> dict[str, str]:
+    """The stored fingerprint of each of ``external_ids`` that is recorded already."""
+    if _is_postgres(session):
+        rows = session.execute(
+            text(
+                "SELECT external_id, fingerprint FROM ledger_transactions "
+                "WHERE external_id = ANY(CAST(:ids AS VARCHAR[]))"
+            ),
+            {"ids": external_ids},
+        )
+        return {str(ext): str(fp) for ext, fp in rows}
+    seen: dict[str, str] = {}
+    for chunk in _chunks(external_ids):
+        stmt = select(LedgerTransactionRow.external_id, LedgerTransactionRow.fingerprint).where(
+            LedgerTransactionRow.external_id.in_(chunk)
+        )
+        seen.update((ext, fp) for ext, fp in session.execute(stmt))
+    return seen
+
+
+_UTC = UTCDateTime()
+
+
+def _utc(at: datetime, dialect: Dialect) -> datetime:
+    """``at`` as the ``UTCDateTime`` columns store it (a naive time is refused)."""
+    value = _UTC.process_bind_param(at, dialect)
+    assert value is not None
+    return value
+
+
+def _insert_transactions(
+    session: Session,
+    new: list[tuple[Transaction, str, dict[str, Any] | None]],
+    now: datetime,
+) -> dict[str, int]:
+    """Insert the transactions' rows; the id of each, by external id."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        # one JSON document for all the rows: arrays of JSON texts cost the server far more
+        doc = [
+            {
+                "e": tx.external_id,
+                "k": tx.kind,
+                "f": fp,
+                "a": _utc(tx.at, dialect).isoformat(),
+                "m": tx.memo,
+                "d": dim,
+            }
+            for tx, fp, dim in new
+        ]
+        rows = session.execute(
+            text(
+                "INSERT INTO ledger_transactions "
+                "(external_id, kind, fingerprint, at, memo, dims, created_at) "
+                "SELECT e, k, f, a, m, d, :now "
+                "FROM json_to_recordset(CAST(:doc AS JSON)) "
+                "AS t(e VARCHAR, k VARCHAR, f VARCHAR, a TIMESTAMPTZ, m TEXT, d JSON) "
+                "RETURNING id, external_id"
+            ),
+            {"doc": json.dumps(doc), "now": now},
+        )
+        return {str(ext): int(tx_id) for tx_id, ext in rows}
+    table = LedgerTransactionRow.__table__
+    assert isinstance(table, Table)
+    session.execute(
+        insert(table),
+        [
+            {
+                "external_id": tx.external_id,
+                "kind": tx.kind,
+                "fingerprint": fp,
+                "at": tx.at,
+                "memo": tx.memo,
+                "dims": dim,
+                "created_at": now,
+            }
+            for tx, fp, dim in new
+        ],
+    )
+    ids: dict[str, int] = {}
+    for chunk in _chunks([tx.external_id for tx, _, _ in new]):
+        stmt = select(LedgerTransactionRow.external_id, LedgerTransactionRow.id).where(
+            LedgerTransactionRow.external_id.in_(chunk)
+        )
+        ids.update((ext, tx_id) for ext, tx_id in session.execute(stmt))
+    return ids
+
+
+def _insert_postings(session: Session, postings: list[tuple[int, str, int, str]]) -> None:
+    if _is_postgres(session):
+        session.execute(
+            text(
+                "INSERT INTO ledger_postings (transaction_id, account, amount_micros, currency) "
+                "SELECT * FROM unnest(CAST(:t AS INTEGER[]), CAST(:a AS VARCHAR[]), "
+                "CAST(:m AS BIGINT[]), CAST(:c AS VARCHAR[]))"
+            ),
+            {
+                "t": [p[0] for p in postings],
+                "a": [p[1] for p in postings],
+                "m": [p[2] for p in postings],
+                "c": [p[3] for p in postings],
+            },
+        )
+        return
+    table = LedgerPostingRow.__table__
+    assert isinstance(table, Table)
+    session.execute(
+        insert(table),
+        [
+            {"transaction_id": t, "account": a, "amount_micros": m, "currency": c}
+            for t, a, m, c in postings
+        ],
+    )
 
 
 def _add_to_balances(
@@ -312,7 +416,27 @@ class Rated:
     amount_micros: int
 
 
-def _line(row: UsageRow) -> UsageLine:
+# what rating reads of a usage record
+_RATED_COLUMNS = (
+    UsageRow.id,
+    UsageRow.request_id,
+    UsageRow.tenant_id,
+    UsageRow.credential_id,
+    UsageRow.model,
+    UsageRow.catalog_model,
+    UsageRow.node,
+    UsageRow.chip,
+    UsageRow.deployment_id,
+    UsageRow.prompt_tokens,
+    UsageRow.completion_tokens,
+    UsageRow.cached_tokens,
+    UsageRow.status,
+    UsageRow.outcome,
+    UsageRow.started_at,
+)
+
+
+def _line(row: UsageRow | Row[*tuple[Any, ...]]) -> UsageLine:
     return UsageLine(
         request_id=row.request_id,
         tenant_id=row.tenant_id,
@@ -331,12 +455,26 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
     """Rate up to ``limit`` unrated usage records into the ledger (the caller commits).
 
     On PostgreSQL the records are claimed with ``FOR UPDATE SKIP LOCKED``, so several
-    raters share the work; on SQLite the write lock serialises them. Either way a record
-    is charged once: its charge's external id is unique."""
-    stmt = select(UsageRow).where(UsageRow.rated_at.is_(None)).order_by(UsageRow.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
+    raters share the work, and each holds the tenants it charges (``FOR NO KEY UPDATE``,
+    in id order) from reading their funds to its commit, so that two raters cannot both
+    spend what a voucher has left. On SQLite the write lock serialises them: it is taken
+    before anything is read. Either way a record is charged once: its charge's external
+    id is unique."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        # the driver begins a transaction at the first write, not at a read: without this
+        # no-op write first, two raters would read the same records and the same funds
+        session.execute(
+            update(UsageRow)
+            .where(UsageRow.id == -1)
+            .values(rated_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    stmt = select(*_RATED_COLUMNS).where(UsageRow.rated_at.is_(None)).order_by(UsageRow.id)
+    stmt = stmt.limit(limit)
+    if dialect == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    rows = list(session.scalars(stmt))
+    rows = session.execute(stmt).all()  # plain rows: no ORM objects to build and track
     if not rows:
         return Rated(0, 0, 0)
     books = books or price_books(session)
@@ -346,7 +484,16 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
         if charge.amount_micros:
             charges.append((row, charge))
     currency = books.at(datetime.now(UTC)).currency
-    funds = funds_of(session, (c.tenant_id for _, c in charges), currency)
+    charged_tenants = sorted({c.tenant_id for _, c in charges})
+    if dialect == "postgresql":
+        for chunk in _chunks(charged_tenants):
+            session.execute(
+                select(TenantRow.id)
+                .where(TenantRow.id.in_(chunk))
+                .order_by(TenantRow.id)
+                .with_for_update(key_share=True)
+            )
+    funds = funds_of(session, charged_tenants, currency)
     txs, dims, total = [], [], 0
     for row, charge in charges:
         tx = ledger.charge(charge, funds[charge.tenant_id], row.started_at)
@@ -373,15 +520,24 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
             }
         )
         total += charge.amount_micros
-    post(session, txs, dims)
+    _post(session, txs, dims)  # ledger.charge validated each one
     now = utcnow()
-    for chunk in _chunks([r.id for r in rows]):
+    if dialect == "postgresql":
         session.execute(
-            update(UsageRow)
-            .where(UsageRow.id.in_(chunk), UsageRow.rated_at.is_(None))
-            .values(rated_at=now)
-            .execution_options(synchronize_session=False)
+            text(
+                "UPDATE usage_records SET rated_at = :now "
+                "WHERE id = ANY(CAST(:ids AS INTEGER[])) AND rated_at IS NULL"
+            ),
+            {"now": now, "ids": [r.id for r in rows]},
         )
+    else:
+        for chunk in _chunks([r.id for r in rows]):
+            session.execute(
+                update(UsageRow)
+                .where(UsageRow.id.in_(chunk), UsageRow.rated_at.is_(None))
+                .values(rated_at=now)
+                .execution_options(synchronize_session=False)
+            )
     return Rated(len(rows), len(txs), total)
 
 
