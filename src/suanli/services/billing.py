@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.orm import Session
@@ -213,22 +213,11 @@ def _insert_transactions(
             {"doc": json.dumps(doc), "now": now},
         )
         return {str(ext): int(tx_id) for tx_id, ext in rows}
-    table = LedgerTransactionRow.__table__
-    assert isinstance(table, Table)
-    session.execute(
-        insert(table),
-        [
-            {
-                "external_id": tx.external_id,
-                "kind": tx.kind,
-                "fingerprint": fp,
-                "at": tx.at,
-                "memo": tx.memo,
-                "dims": dim,
-                "created_at": now,
-            }
-            for tx, fp, dim in new
-        ],
+    _insert_many(
+        session,
+        LedgerTransactionRow.__table__,
+        ("external_id", "kind", "fingerprint", "at", "memo", "dims", "created_at"),
+        [(tx.external_id, tx.kind, fp, tx.at, tx.memo, dim, now) for tx, fp, dim in new],
     )
     ids: dict[str, int] = {}
     for chunk in _chunks([tx.external_id for tx, _, _ in new]):
@@ -255,15 +244,32 @@ def _insert_postings(session: Session, postings: list[tuple[int, str, int, str]]
             },
         )
         return
-    table = LedgerPostingRow.__table__
-    assert isinstance(table, Table)
-    session.execute(
-        insert(table),
-        [
-            {"transaction_id": t, "account": a, "amount_micros": m, "currency": c}
-            for t, a, m, c in postings
-        ],
+    _insert_many(
+        session,
+        LedgerPostingRow.__table__,
+        ("transaction_id", "account", "amount_micros", "currency"),
+        postings,
     )
+
+
+def _insert_many(
+    session: Session, table: Any, names: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``executemany`` straight on the driver, each value through its column's own bind
+    processing: the same rows as an ``insert()`` would store, without building a parameter
+    dictionary per row (SQLite; PostgreSQL inserts from arrays or a JSON document)."""
+    assert isinstance(table, Table)
+    conn = session.connection()
+    dialect = conn.dialect
+    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+    if any(processors):
+        rows = [
+            tuple(v if f is None else f(v) for f, v in zip(processors, row, strict=True))
+            for row in rows
+        ]
+    columns = ", ".join(names)
+    marks = ", ".join("?" * len(names))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", list(rows))
 
 
 def _add_to_balances(
