@@ -237,3 +237,24 @@ def test_time_is_prorated_exactly(per_hour: int, seconds: Fraction) -> None:
     exact = per_hour * seconds / 3600
     assert cost == round(exact)
     assert abs(cost - exact) <= Fraction(1, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prompt=st.integers(0, 10**9),
+    cached_share=st.fractions(0, 1),
+    completion=st.integers(0, 10**9),
+    prices=st.tuples(*(st.integers(0, 10**9) for _ in range(3))),
+)
+def test_the_integer_fast_path_equals_the_exact_fraction_rule(
+    prompt: int, cached_share: Fraction, completion: int, prices: tuple[int, int, int]
+) -> None:
+    from suanli.billing import rating
+
+    cached = int(prompt * cached_share)
+    price = TokenPrice("m", prices[0], prices[1], prices[2])
+    book = replace(BOOK, tokens=MappingProxyType({"m": price}))
+    line = UsageLine("r", 1, 1, "m", prompt, completion, cached, 200, "ok", datetime.now(UTC))
+    parts = rating._parts(line, book)
+    amount = round_half_even(sum(parts, Fraction(0)))
+    assert rating._integer_charge(line, book) == (amount, *allocate(amount, parts))
