@@ -1,0 +1,1 @@
+"""Performance models of accelerators: measured and predicted job throughputs."""
