@@ -8,7 +8,10 @@ job type is drawn uniformly among Gavel's 26 types that run at that GPU count, a
 steps are ``run time x throughput on V100`` (so the Philly run time is its time alone on
 V100s, as Gavel derives steps). Average JCT is measured, as in Gavel, over a window of jobs
 in steady state (by default jobs 4,000-4,999, the simulation running until all of them
-finish while new jobs keep arriving).
+finish while new jobs keep arriving). The mechanism ranks all (job, chip type) pairs in one
+queue (Gavel's ``--enable_global_queue``); ``--per-chip-queues`` gives Gavel's default, one
+ranking per chip type visited in turn, where a job may land on a chip type it has no
+allocation on merely because that type is visited first.
 
 Printed per rate: each policy's average JCT (hours) over the window with its spread over
 seeds, its ratio to LAS (mean over seeds of the per-seed ratio), its average JCT divided by
@@ -69,6 +72,7 @@ class Task:
     num_jobs: int
     window: tuple[int, int]
     out: str | None
+    global_queue: bool = True
 
 
 def build_workload(
@@ -130,7 +134,8 @@ def run_task(task: Task, gavel: str, philly: str) -> dict[str, object]:
     lo, hi = task.window
     window = list(range(lo, hi))
     policy = make_policy(task.policy, seed=task.seed)
-    result = simulate(workload, FLEET, policy, SimConfig(seed=task.seed, until=window))
+    config = SimConfig(seed=task.seed, until=window, global_queue=task.global_queue)
+    result = simulate(workload, FLEET, policy, config)
     summary = result.summary(window)
     waits = result.start[lo:hi] - workload.arrival[lo:hi]
     last_arrival = float(workload.arrival[-1])
@@ -253,25 +258,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="jobs 400-599 of 900, one seed")
+    parser.add_argument("--quick", action="store_true", help="jobs 400-599 of 2,100, one seed")
     parser.add_argument("--rates", type=float, nargs="+", default=[3.0, 5.0, 6.0])
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--window", type=int, nargs=2, default=None, metavar=("FIRST", "END"))
     parser.add_argument("--jobs", type=int, default=None, help="jobs generated per run")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES))
+    parser.add_argument(
+        "--per-chip-queues",
+        action="store_true",
+        help="Gavel's default mechanism: one ranking per chip type instead of one for all",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--gavel", default=str(DATA / "gavel" / "simulation_throughputs.json"))
     parser.add_argument("--philly", default=str(DATA / "traces" / "philly" / "philly.csv"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scheduler_quality"))
     args = parser.parse_args(argv)
     window = tuple(args.window) if args.window else ((400, 600) if args.quick else (4000, 5000))
-    num_jobs = args.jobs or (window[1] + (300 if args.quick else 12000))
+    num_jobs = args.jobs or (window[1] + (1500 if args.quick else 12000))
     if args.seeds is None:
         args.seeds = 1 if args.quick else 3
     if BASELINE not in args.policies:
         args.policies.insert(0, BASELINE)
     tasks = [
-        Task(rate, seed, policy, num_jobs, (window[0], window[1]), args.out)
+        Task(
+            rate, seed, policy, num_jobs, (window[0], window[1]), args.out, not args.per_chip_queues
+        )
         for rate in args.rates
         for seed in range(args.seeds)
         for policy in args.policies
@@ -279,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fleet {FLEET}, rounds of 360 s, rates {args.rates} jobs/h, window jobs "
         f"{window[0]}-{window[1] - 1} of {num_jobs}, {args.seeds} seed(s), "
+        f"{'per-chip-type queues' if args.per_chip_queues else 'one global queue'}, "
         f"{len(tasks)} simulations on {args.workers} worker(s)",
         flush=True,
     )

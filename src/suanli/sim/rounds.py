@@ -130,7 +130,13 @@ class Workload:
 
 @dataclass(frozen=True)
 class SimConfig:
-    """``until`` lists rows of the workload that must finish; ``None``: every job."""
+    """Simulation settings.
+
+    ``until`` lists rows of the workload (sorted by arrival) that must finish before the run
+    stops, new jobs arriving meanwhile; ``None``: every job. ``global_queue`` ranks all
+    (job, chip type) pairs in one queue (Gavel's ``enable_global_queue``); ``False`` gives
+    Gavel's default, one ranking per chip type visited in turn. ``progress`` is called with
+    the share of those jobs finished."""
 
     round_length: float = 360.0
     seed: int = 0
