@@ -12,7 +12,9 @@
     CI floor is 270 pods/s at 5,000 nodes).
 
 Each measurement builds a fresh fleet (not timed) and runs ``--runs`` times; the medians
-are printed, with the fleet build time and what the round placed. Nothing is asserted.
+are printed (for the round, wall time and this process's CPU time), with the fleet build
+time, what the round placed and the load average: other work on the machine stretches
+the wall time. Nothing is asserted.
 
     python bench/scheduler_speed.py            # 5 runs of each
     python bench/scheduler_speed.py --quick    # 2 runs, smaller (b)
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
+import platform
 import pstats
 import random
 import statistics
@@ -122,25 +126,26 @@ def workloads(count: int, seed: int = 11) -> list[Workload]:
     return out
 
 
-def timed(fn: Callable[[], object], profile: bool) -> float:
+def timed(fn: Callable[[], object], profile: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``."""
     prof = cProfile.Profile() if profile else None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if prof:
         prof.enable()
     fn()
     if prof:
         prof.disable()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if prof:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(25)
         print(out.getvalue())
-    return seconds
+    return seconds, cpu
 
 
 def bench_round(policy: Policy, runs: int, profile: bool) -> None:
     pending = workloads(10_000)
-    times, builds = [], []
+    times, cpus, builds = [], [], []
     result = None
     for run in range(runs):
         t0 = time.perf_counter()
@@ -153,7 +158,9 @@ def bench_round(policy: Policy, runs: int, profile: bool) -> None:
             nonlocal result
             result = s.schedule_round(pending, now=0.0, explain=False)
 
-        times.append(timed(go, profile and run == 0))
+        wall, cpu = timed(go, profile and run == 0)
+        times.append(wall)
+        cpus.append(cpu)
         used = cluster.utilisation()
     assert result is not None
     devices = sum(p.count for p in result.placed)
@@ -161,7 +168,8 @@ def bench_round(policy: Policy, runs: int, profile: bool) -> None:
         f"(a) round, policy {policy.name}: 10,000 pending on {len(nodes):,} nodes "
         f"({sum(n.accelerators for n in nodes):,} accelerators, 250 data centers)\n"
         f"    median {statistics.median(times):.3f} s over {runs} runs "
-        f"(min {min(times):.3f}, max {max(times):.3f}); fleet build {statistics.median(builds):.3f} s\n"  # noqa: E501
+        f"(min {min(times):.3f}, max {max(times):.3f}); CPU {statistics.median(cpus):.3f} s; "
+        f"fleet build {statistics.median(builds):.3f} s\n"
         f"    placed {len(result.placed):,} ({devices:,} devices, utilisation {used:.0%}), "
         f"pending {len(result.pending):,}, preempted {len(result.preempted)}, "
         f"backfilled {len(result.backfilled)}"
@@ -179,12 +187,21 @@ def bench_single(policy: Policy, runs: int, count: int, profile: bool) -> None:
             for w in pending:
                 s.place(w, commit=True)
 
-        rates.append(count / timed(go, profile and run == 0))
+        rates.append(count / timed(go, profile and run == 0)[0])
     print(
         f"(b) single placements, policy {policy.name}, explained and committed, "
         f"{len(nodes):,} nodes: median {statistics.median(rates):,.0f} per second over {runs} "
         f"runs of {count:,} (min {min(rates):,.0f}, max {max(rates):,.0f})"
     )
+
+
+def machine_load() -> str:
+    """The load average, when the system reports one: other work shares these CPUs."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "load unknown"
+    return f"load average {one:.1f} / {five:.1f} on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -196,6 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = 2 if args.quick else args.runs
     policy = POLICIES[args.policy]
+    print(f"python {platform.python_version()}, {machine_load()}")
     bench_round(policy, runs, args.profile)
     bench_single(policy, runs, 1_000 if args.quick else 5_000, args.profile)
 

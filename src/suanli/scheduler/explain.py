@@ -188,7 +188,8 @@ def outcome(filters: tuple[FilterReport, ...], survivors: int) -> str:
     if last is None or not last.reasons:
         return "no node can take it now"
     reason, nodes = last.reasons[0]
-    more = f" (and {len(last.reasons) - 1} other reasons)" if len(last.reasons) > 1 else ""
+    others = len(last.reasons) - 1
+    more = f" (and {others} other reason{'s' if others > 1 else ''})" if others else ""
     return f"no node left after the {last.name} filter: {reason} ({nodes:,} nodes){more}"
 
 

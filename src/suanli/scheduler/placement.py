@@ -821,8 +821,11 @@ class Scheduler:
                 notes.refused[sentence] += int(c.pool_ready[gone].sum())
             cand &= ~gone
         clipped = np.maximum(units, 0)
+        anywhere = w.topology == "any"  # else a unit passes or fails the filters as a whole
+        free: IntArray | FloatArray = c.whole_total if w.topology == "island" else c.group_whole
         while cand.any():
-            free = np.bincount(units[cand], weights=c.whole_total[cand], minlength=len(units))
+            if anywhere:
+                free = np.bincount(units[cand], weights=c.whole_total[cand], minlength=len(units))
             fits = cand & (free[clipped] >= k)
             if not fits.any():
                 return None
@@ -831,7 +834,10 @@ class Scheduler:
             u = int(
                 units[idx[np.argmax(caps) if self.policy.pack == "spread" else np.argmin(caps)]]
             )
-            members = self._order(np.flatnonzero(cand & (units == u)), w, shape)
+            found = np.flatnonzero(cand & (units == u))
+            if anywhere:  # pools of several data centers: the preferred ones first
+                found = self._order(found, w, shape)
+            members: list[int] = found.tolist()
             nodes = [(f, n) for p in members for f in range(c.slots, 0, -1) for n in c.bucket(p, f)]
             nodes = [(f, n) for f, n in nodes if self._usable(n, w)]
             if sum(f for f, _ in nodes) < k:
@@ -844,17 +850,17 @@ class Scheduler:
             parts = Counter[str]()
             for n, m in take:
                 parts[c.nodes[n].data_center] += m
-            chip = c.pools.keys[int(members[0])][0]
+            chip = c.pools.keys[members[0]][0]
             refusal = self.gate.check(w, chip, tuple(sorted(parts.items())))
             if refusal is not None:
                 combo = c.country_code[c.dc_country[refusal[0]]] * len(c.chip_names)
-                bad = c.pool_combo == combo + c.pool_chip_list[int(members[0])]
+                bad = c.pool_combo == combo + c.pool_chip_list[members[0]]
                 if notes is not None:
                     notes.refused[refusal[1]] += int(c.pool_ready[cand & bad].sum())
                 cand &= ~bad
                 continue
             slots = tuple(Slot(c.nodes[n].name, c.whole_devices(n, m)) for n, m in take)
-            score = [*self._pref_score(int(members[0]), w, shape), ("nodes", float(len(take)))]
+            score = [*self._pref_score(members[0], w, shape), ("nodes", float(len(take)))]
             score.append(("scope_free_after", float(free[u] - k)))
             return Placement(w.id, chip, slots, tuple(sorted(parts.items())), tuple(score))
         return None

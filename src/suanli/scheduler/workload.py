@@ -307,6 +307,11 @@ class ClusterView:
         self.chip_domestic = [False] * len(self.chip_names)
         self.combos: list[int] = self.pool_combo.tolist()
         self.pool_chip_list: list[int] = self.pool_chip.tolist()
+        self._group_of: list[int] = self.pool_group.tolist()
+        # whole free devices per (chip, data center) group
+        self.group_whole: IntArray = np.bincount(
+            self.pool_group, weights=self.whole_total, minlength=len(self.group_names)
+        ).astype(np.int64)
         for p in range(p_count):
             self._pool_stats(p)
             chip = int(self.pool_chip[p])
@@ -434,6 +439,7 @@ class ClusterView:
             self.hist[p, before] -= 1
             self.hist[p, after] += 1
             self.whole_total[p] += after - before
+            self.group_whole[self._group_of[p]] += after - before
             top = self._maxwhole[p]
             if after > top:
                 top = after

@@ -6,9 +6,9 @@ a V100. This generator makes the work a mixed fleet sees now, for simulations an
 * **inference** deployments of chat models from the model catalog, each sized to the
   fewest devices that hold it (the perf model's memory fit on the reference chip), small
   models often on a share of one device;
-* **LoRA fine-tunes** of 7B-72B models on 1-8 devices;
-* **training** gangs of 16-256 devices within one island or one data center, with the
-  tokens to process and, for some, a deadline;
+* **LoRA fine-tunes** of 7B-72B models on 1-8 devices (at least as many as hold it);
+* **training** gangs of 16-256 devices (likewise) within one island or one data center,
+  with the tokens to process and, for some, a deadline;
 * **rentals** of 1-8 whole devices.
 
 Tenants come from China and a few other countries; some are unverified (no 3A090 chips for
@@ -31,7 +31,7 @@ from suanli.perf.model import PerfModel
 from suanli.policy.snapshot import DataCenterView, FleetSnapshot, TenantView
 from suanli.scheduler.workload import ChipConstraint, NodeView, Workload
 
-__all__ = ["FLEET_CHIPS", "LlmMix", "llm_fleet", "llm_workloads", "serving_size"]
+__all__ = ["FLEET_CHIPS", "LlmMix", "llm_fleet", "llm_workloads", "serving_size", "smallest_fit"]
 
 FLEET_CHIPS: dict[str, tuple[int, bool]] = {
     "H100 SXM": (2_000_000, False),  # operator cost per accelerator-hour (micro-units)
@@ -41,6 +41,8 @@ FLEET_CHIPS: dict[str, tuple[int, bool]] = {
 }
 REFERENCE_CHIP = "H100 SXM"  # sizes deployments
 SHARES = (250, 500)  # milli of one device tried for small models
+TUNE_SIZES = (1, 2, 4, 8)  # devices of a LoRA fine-tune: at least what holds the model
+TRAIN_SIZES = (16, 32, 64, 128, 256)  # devices of a training gang, likewise
 MEDIAN_RUNTIME_S = {"inference": 21600.0, "finetune": 7200.0, "training": 86400.0, "rental": 3600.0}
 
 
@@ -66,10 +68,17 @@ def serving_size(model_id: str, chip: str = REFERENCE_CHIP) -> tuple[int, int] |
     for milli in SHARES:
         if perf.throughput("inference", model_id, chip, gpu_milli=milli).fits:
             return 1, milli
-    for count in (1, 2, 4, 8):
-        if perf.throughput("inference", model_id, chip, count=count).fits:
-            return count, 1000
-    return None
+    count = smallest_fit("inference", model_id, (1, 2, 4, 8), chip)
+    return None if count is None else (count, 1000)
+
+
+@functools.cache
+def smallest_fit(
+    kind: str, model_id: str, counts: tuple[int, ...], chip: str = REFERENCE_CHIP
+) -> int | None:
+    """The fewest of ``counts`` devices of ``chip`` that hold ``kind`` work on the model."""
+    perf = _perf()
+    return next((n for n in counts if perf.throughput(kind, model_id, chip, count=n).fits), None)
 
 
 @functools.cache
@@ -117,13 +126,16 @@ def llm_workloads(
             if size[1] < 1000:
                 kw["gpu_milli"] = size[1]
         elif r < mix.inference + mix.finetune:
-            kind = "finetune"
-            kw.update(model_id=rng.choice(tunable), accelerators=rng.choice([1, 2, 4, 8]))
+            kind, model = "finetune", rng.choice(tunable)
+            least = smallest_fit(kind, model, TUNE_SIZES) or TUNE_SIZES[-1]
+            n = rng.choice([x for x in TUNE_SIZES if x >= least])
+            kw.update(model_id=model, accelerators=n)
         elif r < mix.inference + mix.finetune + mix.training:
-            kind = "training"
-            n = rng.choice([16, 32, 64, 128, 256])
+            kind, model = "training", rng.choice(trainable)
+            least = smallest_fit(kind, model, TRAIN_SIZES) or TRAIN_SIZES[-1]
+            n = rng.choice([x for x in TRAIN_SIZES if x >= least])
             tokens = float(rng.choice([1, 5, 20, 100])) * 1e9
-            kw.update(model_id=rng.choice(trainable), accelerators=n, tokens=tokens)
+            kw.update(model_id=model, accelerators=n, tokens=tokens)
             kw["topology"] = rng.choice(["island", "data_center"])
             if rng.random() < 0.5:
                 kw["deadline"] = t + rng.choice([1, 3, 7]) * 86400.0
