@@ -34,7 +34,6 @@ preempted accelerators; the victims are returned.
 from __future__ import annotations
 
 import functools
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,18 +41,11 @@ from typing import Literal, TypeVar, cast
 
 import numpy as np
 
-from suanli.catalog.chips import load_catalog
-from suanli.catalog.export_control import classify, load_export_rules
 from suanli.perf.model import PerfModel
-from suanli.policy.evaluate import ClassOf, Verdict, evaluate_placement
-from suanli.policy.evaluate import Decision as Rule
+from suanli.policy.evaluate import ClassOf
 from suanli.policy.rules import RuleSet
 from suanli.policy.snapshot import (
-    Allocation,
     FleetSnapshot,
-    PlacementView,
-    Residency,
-    WorkloadView,
 )
 from suanli.scheduler.explain import (
     Explanation,
@@ -65,6 +57,15 @@ from suanli.scheduler.explain import (
     state_report,
     topology_report,
 )
+from suanli.scheduler.fragmentation import (
+    DEFAULT_TARGET,
+    Target,
+    fragmentation,
+    fragmentation_delta,
+    node_fragmentation,
+    target_of,
+)
+from suanli.scheduler.gate import ComplianceGate, catalog_class_of
 from suanli.scheduler.workload import (
     WHOLE,
     BoolArray,
@@ -107,15 +108,7 @@ __all__ = [
 _T = TypeVar("_T")
 Pack = Literal["binpack", "spread", "fragmentation"]
 Prefer = Literal["none", "throughput", "domestic", "cost"]
-Target = tuple[tuple[int, int, float], ...]
-"""A request mix: (accelerators, gpu_milli, popularity) per class, popularities summing to 1."""
-
-DEFAULT_TARGET: Target = (
-    (1, 250, 0.1), (1, 500, 0.15), (1, WHOLE, 0.35), (2, WHOLE, 0.1), (4, WHOLE, 0.1),
-    (8, WHOLE, 0.2),
-)  # fmt: skip
 MAX_PREEMPTION_SCOPES = 32  # scopes (pools, data centers) a blocked job tries preempting in
-_PLACE_ONLY = frozenset({"residency", "export_control"})  # decisions that ignore holdings
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,68 +175,6 @@ class RoundResult:
     backfilled: tuple[str, ...] = ()
 
 
-# --- fragmentation (FGD, ATC'23) -------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def node_fragmentation(free: tuple[int, ...], target: Target) -> float:
-    """Expected free milli of a node that a request drawn from ``target`` could not use:
-    all of it if the request cannot run there; else the devices too small for it (for a
-    share ``d``: devices with less than ``d`` free; for whole devices: partly used ones)."""
-    total, whole, top = sum(free), free.count(WHOLE), max(free, default=0)
-    out = 0.0
-    for k, d, p in target:
-        if d >= WHOLE:
-            out += p * (total - WHOLE * whole if whole >= k else total)
-        else:
-            out += p * (sum(f for f in free if f < d) if top >= d else total)
-    return out
-
-
-def fragmentation(cluster: ClusterView, target: Target = DEFAULT_TARGET) -> float:
-    """The fleet's fragmentation: the sum over ready nodes of ``node_fragmentation``."""
-    return sum(
-        node_fragmentation(tuple(sorted(cluster.free[i])), target)
-        for i, ready in enumerate(cluster.ready)
-        if ready
-    )
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _frag_delta(sig: tuple[int, ...], k: int, d: int, target: Target) -> tuple[float, int]:
-    """(increase of node fragmentation, free share of the device to take) of the best
-    choice on a node of free shares ``sig`` (sorted), for ``k`` devices of ``d`` milli."""
-    before = node_fragmentation(sig, target)
-    if d == WHOLE:
-        after = tuple(sorted((0,) * k + sig[: len(sig) - k]))
-        return node_fragmentation(after, target) - before, WHOLE
-    best = (math.inf, -1)
-    for f in sorted(set(sig)):
-        if f >= d:
-            trial = list(sig)
-            trial[trial.index(f)] = f - d
-            best = min(best, (node_fragmentation(tuple(sorted(trial)), target) - before, f))
-    return best
-
-
-def target_of(workloads: Sequence[Workload], slots: int = 8) -> Target:
-    """The request mix of ``workloads`` (single-node requests), or ``DEFAULT_TARGET``."""
-    mix = Counter(
-        (w.accelerators, w.gpu_milli) for w in workloads if w.accelerators <= slots and w.gang
-    )
-    total = sum(mix.values())
-    if not total:
-        return DEFAULT_TARGET
-    return tuple(sorted((k, d, n / total) for (k, d), n in mix.items()))
-
-
-@functools.cache
-def catalog_class_of(chip: str) -> str:
-    """Export class of a catalog chip under the packaged rules; ``unknown`` off-catalog."""
-    spec = load_catalog().find(chip)
-    return "unknown" if spec is None else classify(spec, load_export_rules()).export_class
-
-
 @functools.cache
 def default_perf() -> PerfModel:
     return PerfModel()
@@ -270,163 +201,12 @@ class _Shape:
         return self._reports
 
 
-_Refusal = tuple[tuple[int, ...], str]
-
-
-@dataclass
-class _Blocked:
-    places: dict[tuple[str, str], str] = field(default_factory=dict)  # (country, chip)
-    combos: dict[str, set[int]] = field(default_factory=dict)  # sentence -> pool combos
-
-
-@dataclass
-class _Held:
-    """What a tenant holds, as its quota reads it: in all, per export class, per chip."""
-
-    total: int = 0
-    by_class: Counter[str] = field(default_factory=Counter)
-    by_chip: Counter[str] = field(default_factory=Counter)
-    allocations: dict[str, Allocation] = field(default_factory=dict)  # per chip, summed
-    snapshot: FleetSnapshot | None = None  # what the compliance engine sees of them
-
-
-_NOTHING_HELD = _Held()  # read only
-
-
 @dataclass
 class _Notes:
     capacity: FilterReport | None = None
     survivors: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     reserved: int = 0
-
-
-class ComplianceGate:
-    """Asks the compliance engine (``evaluate_placement``) as seldom as its answers allow,
-    and keeps what each tenant holds as its quota reads it (this round's placements too).
-
-    The engine gets the snapshot with only the asking tenant's allocations, summed per chip:
-    all that its quota reads (the verdict is the same as with the whole snapshot)."""
-
-    def __init__(
-        self, cluster: ClusterView, rules: RuleSet, snapshot: FleetSnapshot, class_of: ClassOf
-    ) -> None:
-        self.cluster, self.rules, self.snapshot, self.class_of = cluster, rules, snapshot, class_of
-        self._verdicts: dict[tuple[object, ...], Verdict] = {}
-        # (tenant, residency, sources) -> refusals that hold whatever it asks and holds ...
-        self._blocked: dict[tuple[object, ...], _Blocked] = {}
-        # ... and quota refusals: (country, chip) -> [(amounts, sentence)]
-        self._refusals: dict[tuple[object, ...], dict[tuple[str, str], list[_Refusal]]] = {}
-        self._views: dict[tuple[object, ...], WorkloadView] = {}
-        self.held: dict[str, _Held] = {}
-        for a in snapshot.allocations:
-            self.hold(a.tenant, a.data_center, a.chip, a.count)
-
-    def refusal(self, w: Workload, dc: str, chip: str, count: int) -> str | None:
-        """The compliance engine's refusal of ``count`` x ``chip`` in ``dc``, or ``None``.
-
-        Asked once per distinct question (tenant, residency, place, count, and the tenant's
-        holdings its quota reads). A refusal also stands, without asking again, for the same
-        tenant and chip in any data center of that country when it asks for no fewer and
-        holds no less (a refusal by residency or export control alone: whatever it asks and
-        holds): the rules speak of countries and tenants, and more is never less refused."""
-        held = self.held.get(w.tenant.name)
-        if held is None:
-            held = self.held[w.tenant.name] = _Held()
-        amounts = (count, held.total, held.by_class[self.class_of(chip)], held.by_chip[chip])
-        asker = (w.tenant, w.residency, w.residency_sources)
-        country = self.cluster.dc_country.get(dc, "")
-        blocked = self._blocked.get(asker)
-        if blocked is not None and (country, chip) in blocked.places:
-            return blocked.places[(country, chip)]
-        refused = self._refusals.setdefault(asker, {})
-        for before, sentence in refused.get((country, chip), ()):
-            if all(b <= a for b, a in zip(before, amounts, strict=True)):
-                return sentence
-        key = (asker, dc, chip, amounts)
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            if dc not in self.snapshot.data_centers:
-                why = f"{dc} is not in the compliance snapshot"
-                verdict = Verdict(False, (Rule("SNAPSHOT", "unknown", False, why),))
-            else:
-                if held.snapshot is None:
-                    mine = tuple(held.allocations.values())
-                    data_centers, nodes = self.snapshot.data_centers, self.snapshot.nodes
-                    held.snapshot = FleetSnapshot(data_centers, nodes, mine)
-                view = self._views.get(asker)
-                if view is None:  # the engine reads a view's tenant and residency
-                    res = Residency(w.residency, w.residency_sources)
-                    view = self._views[asker] = WorkloadView(w.tenant, w.id, w.kind, res)
-                place = PlacementView(dc, chip, count)
-                verdict = evaluate_placement(view, place, held.snapshot, self.rules, self.class_of)
-            self._verdicts[key] = verdict
-            if not verdict.allowed and country:
-                if all(d.kind in _PLACE_ONLY for d in verdict.refusals):
-                    if blocked is None:
-                        blocked = self._blocked[asker] = _Blocked()
-                    blocked.places[(country, chip)] = verdict.sentence
-                    combo = self.cluster.country_code[country] * len(self.cluster.chip_names)
-                    combo += self.cluster.chip_code[chip]
-                    blocked.combos.setdefault(verdict.sentence, set()).add(combo)
-                else:
-                    refused.setdefault((country, chip), []).append((amounts, verdict.sentence))
-        return None if verdict.allowed else verdict.sentence
-
-    def known(self, w: Workload, count: int) -> dict[str, set[int]]:
-        """(country, chip) pools the engine already refused ``w``'s tenant, as ``refusal``
-        would answer without asking: sentence -> combos (see ``ClusterView.pool_combo``)."""
-        asker = (w.tenant, w.residency, w.residency_sources)
-        blocked = self._blocked.get(asker)
-        out = blocked.combos if blocked is not None else {}
-        refused = self._refusals.get(asker)
-        if not refused:
-            return out  # callers only read it
-        out = {sentence: set(combos) for sentence, combos in out.items()}
-        c = self.cluster
-        held = self.held.get(w.tenant.name, _NOTHING_HELD)
-        for (country, chip), entries in refused.items():
-            amounts = (count, held.total, held.by_class[self.class_of(chip)], held.by_chip[chip])
-            for before, sentence in entries:
-                if all(b <= a for b, a in zip(before, amounts, strict=True)):
-                    combo = c.country_code[country] * len(c.chip_names) + c.chip_code[chip]
-                    out.setdefault(sentence, set()).add(combo)
-                    break
-        return out
-
-    def check(
-        self, w: Workload, chip: str, parts: Sequence[tuple[str, int]]
-    ) -> tuple[str, str] | None:
-        """(data center, sentence) of the first part refused, each part counted for the
-        quota of the next; ``None`` when all pass."""
-        if len(parts) == 1:
-            refusal = self.refusal(w, parts[0][0], chip, parts[0][1])
-            return None if refusal is None else (parts[0][0], refusal)
-        added: list[tuple[str, int]] = []
-        try:
-            for dc, n in parts:
-                refusal = self.refusal(w, dc, chip, n)
-                if refusal is not None:
-                    return dc, refusal
-                self.hold(w.tenant.name, dc, chip, n)
-                added.append((dc, n))
-            return None
-        finally:
-            for dc, n in added:
-                self.hold(w.tenant.name, dc, chip, -n)
-
-    def hold(self, tenant: str, dc: str, chip: str, n: int) -> None:
-        held = self.held.get(tenant)
-        if held is None:
-            held = self.held[tenant] = _Held()
-        held.snapshot = None
-        held.total += n
-        held.by_class[self.class_of(chip)] += n
-        count = held.by_chip[chip] = held.by_chip[chip] + n
-        before = held.allocations.pop(chip, None)
-        if count:  # summed per chip: the quota counts per tenant, class and chip
-            where = dc if before is None else before.data_center
-            held.allocations[chip] = Allocation(tenant, where, chip, count)
 
 
 class Scheduler:
@@ -599,7 +379,7 @@ class Scheduler:
         key = (sig, k, d)
         found = self._deltas.get(key)
         if found is None:
-            found = self._deltas[key] = _frag_delta(sig, k, d, self.target)
+            found = self._deltas[key] = fragmentation_delta(sig, k, d, self.target)
         return found
 
     def _usable(self, n: int, w: Workload) -> bool:
