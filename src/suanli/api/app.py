@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -181,7 +181,7 @@ async def _billing_loop(settings: Settings, factory: sessionmaker[Session]) -> N
             if minute != last_minute:
                 await run_in_threadpool(accrue, minute)
                 last_minute = minute
-        except OperationalError as exc:  # database busy or restarting: try next round
-            log.warning("billing round skipped: %s", exc.orig)
+        except SQLAlchemyError as exc:  # database busy, restarting, a lost race: next round
+            log.warning("billing round skipped: %s", exc)
         except SuanliError as exc:  # e.g. a model the price book does not price
             log.error("usage cannot be rated: %s", exc)
