@@ -21,8 +21,9 @@ from suanli.billing.prices import PriceNotFoundError
 from suanli.billing.rating import operator_cost, rate_accelerator_time
 from suanli.domain import money
 from suanli.errors import ValidationError
-from suanli.services import tenants
-from suanli.services.billing import post, price_books
+from suanli.services import holdings, tenants
+from suanli.services.billing import price_books
+from suanli.services.ledger_store import post
 from suanli.store.tables import (
     ChipCostRow,
     DataCenterRow,
@@ -393,18 +394,13 @@ def accrue_minute(session: Session, minute: datetime) -> int:
     ):
         if devices:
             holders.append((f"replica:{rid}", node, len(devices), tenant_id, f"dedicated {dep}"))
-    for wid, node, count, tenant_id, name in session.execute(
-        select(
-            WorkloadRow.id,
-            NodeRow.name,
-            WorkloadRow.accelerators,
-            WorkloadRow.tenant_id,
-            WorkloadRow.name,
-        )
-        .join(NodeRow, WorkloadRow.node_id == NodeRow.id)
-        .where(WorkloadRow.state == "running")
-    ):
-        holders.append((f"workload:{wid}", node, count, tenant_id, f"rental {name}"))
+    node_names = dict(session.execute(select(NodeRow.id, NodeRow.name)).all())
+    for w in session.scalars(select(WorkloadRow).where(WorkloadRow.state == "running")):
+        # one holder per node of the placement; the first keeps the pre-scheduler id
+        for i, slot in enumerate(holdings.slots_of(w)):
+            holder = f"workload:{w.id}" if i == 0 else f"workload:{w.id}@{slot.node_id}"
+            node = node_names.get(slot.node_id, "")
+            holders.append((holder, node, slot.count, w.tenant_id, f"rental {w.name}"))
     txs: list[ledger.Transaction] = []
     dims: list[dict[str, Any] | None] = []
     for holder, node, count, tenant_id, label in holders:
