@@ -6,6 +6,7 @@ A bad value fails at start with the variable named; nothing reads the environmen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,16 @@ class Settings(BaseSettings):
     )
     rating_interval_s: float = Field(
         default=1.0, gt=0, le=3600, description="how often new usage is rated"
+    )
+    scheduler_policy: Literal[
+        "throughput", "domestic-first", "cost", "fragmentation", "binpack", "spread"
+    ] = Field(
+        default="throughput",
+        description="how the live scheduler ranks placements of pending workloads "
+        "(suanli.scheduler.placement.POLICIES)",
+    )
+    scheduler_interval_s: float = Field(
+        default=2.0, gt=0, le=3600, description="how often pending workloads are placed"
     )
     local_country: str = Field(default="CN", min_length=2, max_length=2)
     log_level: str = Field(default="info")

@@ -63,6 +63,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_liveness_loop(settings, factory)) if liveness else None
         billing_task = asyncio.create_task(_billing_loop(settings, factory)) if liveness else None
+        scheduling_task = (
+            asyncio.create_task(_scheduling_loop(settings, factory)) if liveness else None
+        )
         if gateway is not None:
             await gateway.start()
         try:
@@ -70,6 +73,10 @@ def create_app(
         finally:
             if gateway is not None:
                 await gateway.stop()
+            if scheduling_task is not None:
+                scheduling_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduling_task
             if billing_task is not None:
                 billing_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -185,3 +192,32 @@ async def _billing_loop(settings: Settings, factory: sessionmaker[Session]) -> N
             log.warning("billing round skipped: %s", exc)
         except SuanliError as exc:  # e.g. a model the price book does not price
             log.error("usage cannot be rated: %s", exc)
+
+
+async def _scheduling_loop(settings: Settings, factory: sessionmaker[Session]) -> None:
+    """Place pending workloads every ``scheduler_interval_s`` (one round, one transaction)."""
+    from suanli.services import scheduling
+
+    def round_() -> scheduling.RoundSummary:
+        with factory() as session:
+            summary = scheduling.schedule_pending(session, policy=settings.scheduler_policy)
+            session.commit()
+            return summary
+
+    while True:
+        await asyncio.sleep(settings.scheduler_interval_s)
+        try:
+            summary = await asyncio.to_thread(round_)
+        except SQLAlchemyError as exc:  # database busy, restarting, a lost race: next round
+            log.warning("scheduling round skipped: %s", exc)
+            continue
+        except SuanliError as exc:  # e.g. a broken rule set: log, and try again
+            log.error("scheduling round failed: %s", exc)
+            continue
+        except Exception:  # a bug must not stop placement for good: log it, next round
+            log.exception("scheduling round failed")
+            continue
+        for name in summary.placed:
+            log.info("workload %s placed", name)
+        for name in summary.preempted:
+            log.info("workload %s preempted", name)

@@ -11,7 +11,9 @@ from suanli.cli.common import JsonOpt, api, console, print_json, table
 
 compliance_app = typer.Typer(help="Compliance: rule sets, dry-run evaluation, the report.")
 datasets_app = typer.Typer(help="Tenant datasets, each bound to the country it must stay in.")
-workloads_app = typer.Typer(help="Workloads placed on nodes, decided by the compliance rules.")
+workloads_app = typer.Typer(
+    help="Workloads: submitted, placed by the scheduler under the compliance rules, explained."
+)
 artifacts_app = typer.Typer(help="What workloads produced, with residency and lineage.")
 
 
@@ -224,55 +226,130 @@ def datasets_list(tenant: str, as_json: bool = JsonOpt) -> None:
 def workloads_submit(
     tenant: str,
     name: str,
-    node: Annotated[str, typer.Option(help="node to place it on")],
-    accelerators: Annotated[int, typer.Option(min=1)] = 1,
-    kind: str = "training",
+    accelerators: Annotated[int, typer.Option(min=1, help="how many accelerators")] = 1,
+    kind: Annotated[
+        str, typer.Option(help="training, fine_tune, inference, compression or rental")
+    ] = "training",
+    node: Annotated[
+        str | None, typer.Option(help="place it on this node now [the scheduler chooses]")
+    ] = None,
+    chip: Annotated[
+        list[str] | None, typer.Option(help="accept this chip model (repeatable) [any]")
+    ] = None,
+    stack: Annotated[
+        list[str] | None, typer.Option(help="accept chips on this software stack (repeatable)")
+    ] = None,
+    min_memory_gb: Annotated[
+        float | None, typer.Option(help="accept chips with at least this much memory")
+    ] = None,
+    topology: Annotated[
+        str, typer.Option(help="a gang stays in one: node, island, data_center, any")
+    ] = "node",
+    replicas: Annotated[
+        bool, typer.Option("--replicas", help="independent devices, not one gang")
+    ] = False,
+    spot: Annotated[bool, typer.Option("--spot", help="cheap work high priority may stop")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="model it runs (memory fit and chip ranking)")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, int8, int4 ...")] = "bf16",
     dataset: Annotated[list[str] | None, typer.Option(help="dataset it reads (repeatable)")] = None,
     artifact: Annotated[
         list[str] | None, typer.Option(help="artifact it reads (repeatable)")
     ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Place a workload on a node; refused with the rule where compliance forbids it."""
-    body = {
+    """Submit a workload. Without --node it waits pending until the scheduler places it
+    (see `suanli workloads list` and `why`); with --node it is placed there now, or refused
+    with the rule where compliance forbids it."""
+    body: dict[str, Any] = {
         "name": name,
         "kind": kind,
-        "node": node,
         "accelerators": accelerators,
+        "chips": chip or [],
+        "stacks": stack or [],
+        "min_memory_gb": min_memory_gb,
+        "gang": not replicas,
+        "topology": topology,
+        "priority": "spot" if spot else "high",
+        "model_id": model,
+        "precision": precision,
         "datasets": dataset or [],
         "artifacts": artifact or [],
     }
+    if node is not None:
+        body["node"] = node
     with api() as client:
         row = client.post(f"/v1/tenants/{tenant}/workloads", body)
+    if as_json:
+        print_json(row)
+        return
+    if row["state"] == "pending":
+        console.print(
+            f"workload {tenant}/{name} pending: the scheduler will place it "
+            f"(suanli workloads why {tenant} {name})"
+        )
+        return
     console.print(
-        f"workload {tenant}/{name} running on {node} ({row['accelerators']} x {row['chip']})"
+        f"workload {tenant}/{name} running on {', '.join(row['nodes'])} "
+        f"({row['accelerators']} x {row['chip']})"
     )
-    _decisions(row["decisions"])
+    _decisions(row["decisions"] or [])
 
 
 @workloads_app.command("list")
-def workloads_list(tenant: str, as_json: bool = JsonOpt) -> None:
-    """List a tenant's workloads."""
+def workloads_list(
+    tenant: str,
+    state: Annotated[
+        str | None,
+        typer.Option(help="only pending, running, finished, cancelled or preempted ones"),
+    ] = None,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List a tenant's workloads: state, the node(s) and chip they run on, or why they wait."""
     with api() as client:
-        rows = client.get(f"/v1/tenants/{tenant}/workloads")
+        rows = client.get(f"/v1/tenants/{tenant}/workloads", state=state)
     if as_json:
         print_json(rows)
         return
     table(
         f"workloads of {tenant}",
-        ["name", "kind", "chip", "count", "state", "inputs", "residency"],
+        ["name", "kind", "state", "count", "chip", "nodes", "inputs", "residency", "waiting"],
         [
             [
                 w["name"],
                 w["kind"],
-                w["chip"],
+                w["state"] + (" (spot)" if w["request"]["priority"] == "spot" else ""),
                 w["accelerators"],
-                w["state"],
+                w["chip"] or "-",
+                ", ".join(w["nodes"]) or "-",
                 ", ".join(w["inputs"]),
                 "/".join(w["residency"]) if w["residency"] is not None else "-",
+                w["waiting_because"] or "",
             ]
             for w in rows
         ],
     )
+
+
+@workloads_app.command("cancel")
+def workloads_cancel(tenant: str, name: str) -> None:
+    """Cancel pending or running work; running work frees its accelerators."""
+    with api() as client:
+        row = client.post(f"/v1/tenants/{tenant}/workloads/{name}/cancel")
+    console.print(f"workload {tenant}/{name} {row['state']}")
+
+
+@workloads_app.command("why")
+def workloads_why(tenant: str, name: str, as_json: bool = JsonOpt) -> None:
+    """Why a workload waits: each filter, the nodes it removed and why, grouped; or where
+    it runs and the score it was chosen on."""
+    with api() as client:
+        body = client.get(f"/v1/tenants/{tenant}/workloads/{name}/why")
+    if as_json:
+        print_json(body)
+        return
+    typer.echo(body["text"])
 
 
 @workloads_app.command("finish")

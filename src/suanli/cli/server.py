@@ -34,7 +34,8 @@ def up(
     agent: Annotated[bool, typer.Option(help="run a node agent for this machine")] = True,
     new_admin_token: Annotated[bool, typer.Option(help="issue another admin token")] = False,
 ) -> None:
-    """Start the platform: API, liveness loop and a node agent for this machine."""
+    """Start the platform: API, liveness and scheduling loops and a node agent for this
+    machine."""
     import uvicorn
 
     from suanli.api.app import create_app

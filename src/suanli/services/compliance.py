@@ -18,7 +18,7 @@ from suanli.errors import ConflictError, PolicyConflictError
 from suanli.policy.evaluate import Decision, check_fleet_change
 from suanli.policy.rules import RuleSet, default_rules, default_rules_text, parse_rules
 from suanli.policy.snapshot import Allocation, DataCenterView, FleetSnapshot, NodeView
-from suanli.services import audit
+from suanli.services import audit, holdings
 from suanli.store.locks import lock_rows
 from suanli.store.tables import (
     DataCenterRow,
@@ -113,14 +113,18 @@ def fleet_snapshot(
         NodeView(f"{dcs[d].name}/{chip}", dcs[d].name, chip, int(n)) for d, chip, n in composition
     )
     alloc_stmt = (
-        select(TenantRow.name, DataCenterRow.name, WorkloadRow.chip, WorkloadRow.accelerators)
+        select(TenantRow.name, DataCenterRow.name, WorkloadRow)
         .join(TenantRow, WorkloadRow.tenant_id == TenantRow.id)
         .join(DataCenterRow, WorkloadRow.data_center_id == DataCenterRow.id)
         .where(WorkloadRow.state == "running")
     )
     if tenant_id is not None:
         alloc_stmt = alloc_stmt.where(WorkloadRow.tenant_id == tenant_id)
-    allocations = tuple(Allocation(t, d, c, n) for t, d, c, n in session.execute(alloc_stmt))
+    allocations = tuple(
+        Allocation(t, part_dc, w.chip or "", n)
+        for t, dc, w in session.execute(alloc_stmt)
+        for part_dc, n in holdings.parts_of(w, dc)  # a gang may span data centers
+    )
     return FleetSnapshot({v.name: v for v in dcs.values()}, nodes, allocations)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from suanli.catalog.chips import load_catalog
@@ -27,9 +27,9 @@ from suanli.domain.serving import (
 from suanli.errors import ConflictError, NotFoundError, ValidationError
 from suanli.models.catalog import ModelInfo, load_models
 from suanli.models.memory import fits_on
-from suanli.services import audit, nodes, tenants
+from suanli.services import audit, holdings, nodes, tenants
 from suanli.store.locks import lock_rows
-from suanli.store.tables import DeploymentRow, NodeRow, ReplicaRow, TenantRow, WorkloadRow
+from suanli.store.tables import DeploymentRow, NodeRow, ReplicaRow, TenantRow
 
 # Which software stacks each engine runs on, and which engine a stack prefers.
 ENGINE_STACKS: dict[str, frozenset[str]] = {
@@ -271,28 +271,10 @@ class _Capacity:
 
 
 def _capacity(session: Session, candidates: Sequence[NodeRow]) -> dict[int, _Capacity]:
-    ids = [n.id for n in candidates]
-    taken: dict[int, set[int]] = {i: set() for i in ids}
-    rows = session.execute(
-        select(ReplicaRow.node_id, ReplicaRow.devices).where(ReplicaRow.node_id.in_(ids))
-    )
-    for node_id, devices in rows:
-        if node_id is not None:
-            taken[node_id].update(devices or [])
-    held: dict[int | None, int] = dict(
-        session.execute(
-            select(WorkloadRow.node_id, func.sum(WorkloadRow.accelerators))
-            .where(WorkloadRow.node_id.in_(ids), WorkloadRow.state == "running")
-            .group_by(WorkloadRow.node_id)
-        ).all()
-    )
-    out = {}
-    for node in candidates:
-        free = [i for i in range(node.accelerator_count) if i not in taken[node.id]]
-        # workloads hold a count, not indexes: keep that many of the free ones back
-        free = free[int(held.get(node.id, 0) or 0) :]
-        out[node.id] = _Capacity(node, free)
-    return out
+    # replicas and placed workloads hold devices by index; older workloads by count (the
+    # first free ones): holdings.node_use, which the scheduler reads too
+    use = holdings.node_use(session, [n.id for n in candidates])
+    return {n.id: _Capacity(n, use[n.id].free(n.accelerator_count)) for n in candidates}
 
 
 def _needed(dep: DeploymentRow, model: ModelInfo, chip: str | None) -> tuple[int, str]:

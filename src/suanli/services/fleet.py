@@ -17,8 +17,8 @@ from suanli.domain.fleet import ParsedFleet
 from suanli.domain.lifecycle import NodeState
 from suanli.domain.specs import DataCenterPatch, NodeSpec
 from suanli.errors import ConflictError
-from suanli.services import audit, compliance, datacenters, nodes
-from suanli.store.tables import DataCenterRow, NodeRow, WorkloadRow
+from suanli.services import audit, compliance, datacenters, holdings, nodes
+from suanli.store.tables import DataCenterRow, NodeRow
 
 FLEET_REASON = "fleet file"
 
@@ -81,10 +81,7 @@ def _apply(session: Session, actor: Actor, fleet: ParsedFleet) -> ApplyResult:
 
 
 def _running_on(session: Session, row: NodeRow) -> list[str]:
-    stmt = select(WorkloadRow.name).where(
-        WorkloadRow.node_id == row.id, WorkloadRow.state == "running"
-    )
-    return list(session.scalars(stmt))
+    return [w.name for w in holdings.workloads_on(session, row.id)]
 
 
 def _update_node(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from suanli.catalog.chips import load_catalog
@@ -13,8 +13,8 @@ from suanli.domain.actor import Actor
 from suanli.domain.lifecycle import NodeState, check_transition
 from suanli.domain.specs import NodePatch, NodeSpec
 from suanli.errors import ConflictError, NotFoundError
-from suanli.services import audit, compliance, datacenters
-from suanli.store.tables import AcceleratorRow, DataCenterRow, NodeEventRow, NodeRow, WorkloadRow
+from suanli.services import audit, compliance, datacenters, holdings
+from suanli.store.tables import AcceleratorRow, DataCenterRow, NodeEventRow, NodeRow
 from suanli.store.types import utcnow
 
 
@@ -165,7 +165,7 @@ def set_state(session: Session, actor: Actor, row: NodeRow, target: NodeState, r
 
 def delete(session: Session, actor: Actor, name: str, override_reason: str | None = None) -> None:
     row = get(session, name)
-    ran = session.scalar(select(func.count(WorkloadRow.id)).where(WorkloadRow.node_id == row.id))
+    ran = len(holdings.workloads_on(session, row.id, running=False))
     if ran:
         raise ConflictError(
             f"node {name!r} has {ran} workloads in its history, which billing and lineage "

@@ -21,8 +21,8 @@ from suanli.domain.actor import Actor
 from suanli.domain.lifecycle import NodeState
 from suanli.errors import ConflictError, NotFoundError, ValidationError
 from suanli.qualify.model import QualificationReport
-from suanli.services import audit, nodes
-from suanli.store.tables import CalibrationRow, NodeRow, QualificationRunRow, WorkloadRow
+from suanli.services import audit, holdings, nodes
+from suanli.store.tables import CalibrationRow, NodeRow, QualificationRunRow
 from suanli.store.types import utcnow
 
 RunKind = Literal["acceptance", "health"]
@@ -137,12 +137,7 @@ def health_check_due(session: Session, row: NodeRow, interval_s: float) -> bool:
     """A ready node with nothing running, whose last health check is older than interval."""
     if NodeState(row.state) is not NodeState.READY:
         return False
-    busy = session.scalar(
-        select(func.count(WorkloadRow.id)).where(
-            WorkloadRow.node_id == row.id, WorkloadRow.state == "running"
-        )
-    )
-    if busy:
+    if holdings.workloads_on(session, row.id):
         return False
     last = session.scalar(
         select(func.max(QualificationRunRow.finished_at)).where(

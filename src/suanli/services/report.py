@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from suanli.catalog.chips import load_catalog
 from suanli.policy.evaluate import rule_status, shares_of, usage_share
 from suanli.policy.shares import ShareValue
-from suanli.services import compliance, workloads
+from suanli.services import compliance, holdings, workloads
 from suanli.store.tables import DataCenterRow, PolicyDecisionRow, WorkloadRow
 
 
@@ -43,9 +43,10 @@ def _usage(
     out: dict[str, list[tuple[bool, int, float | int | Fraction]]] = {}
     for dc, w in session.execute(stmt):
         end = min(w.finished_at or until, until)
-        start = max(w.started_at, since)
+        start = max(w.started_at or until, since)
         seconds = max(Fraction((end - start) // timedelta(microseconds=1), 10**6), Fraction(0))
-        out.setdefault(dc, []).append((w.domestic, w.accelerators, seconds))
+        for part_dc, n in holdings.parts_of(w, dc):  # a gang may span data centers
+            out.setdefault(part_dc, []).append((w.domestic, n, seconds))
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from suanli.catalog.chips import load_catalog
@@ -18,10 +18,12 @@ from suanli.domain.workloads import (
     WorkloadInputs,
     WorkloadSpec,
 )
-from suanli.errors import ConflictError, NotFoundError, PolicyDeniedError
+from suanli.errors import ConflictError, NotFoundError, PolicyDeniedError, ValidationError
+from suanli.models.catalog import load_models
 from suanli.policy.evaluate import Verdict, evaluate_placement, where_may_run
 from suanli.policy.snapshot import PlacementView, Residency, TenantView, WorkloadView
-from suanli.services import audit, compliance, nodes, tenants
+from suanli.scheduler.workload import ChipConstraint
+from suanli.services import audit, compliance, holdings, nodes, tenants
 from suanli.store.locks import lock_rows
 from suanli.store.tables import (
     ArtifactRow,
@@ -106,6 +108,14 @@ def _inputs(
     return datasets, artifacts, residency_of(datasets, artifacts)
 
 
+def inputs_of(
+    session: Session, trow: TenantRow, spec: WorkloadInputs
+) -> tuple[list[DatasetRow], list[ArtifactRow], Residency]:
+    """The datasets and artifacts ``spec`` names (``NotFoundError`` if one is missing) and
+    the residency they impose."""
+    return _inputs(session, trow, spec)
+
+
 def residency_of(datasets: list[DatasetRow], artifacts: list[ArtifactRow]) -> Residency:
     """Intersection of the countries every input is bound to (None: no input is bound)."""
     countries: frozenset[str] | None = None
@@ -122,13 +132,54 @@ def residency_of(datasets: list[DatasetRow], artifacts: list[ArtifactRow]) -> Re
     return Residency(countries, tuple(sources))
 
 
+def view_of(
+    trow: TenantRow,
+    name: str,
+    kind: str,
+    countries: frozenset[str] | None,
+    sources: tuple[str, ...] = (),
+) -> WorkloadView:
+    """What the compliance engine sees of a workload."""
+    return _view(trow, name, kind, Residency(countries, sources))
+
+
 def _view(trow: TenantRow, name: str, kind: str, residency: Residency) -> WorkloadView:
     return WorkloadView(TenantView(trow.name, trow.country, trow.verified), name, kind, residency)
 
 
+def model_id_of(spec_model: str | None) -> str | None:
+    """The catalog id of the model a workload names (a 422 naming the field if unknown)."""
+    if spec_model is None:
+        return None
+    models = load_models()
+    found = models.find(spec_model)
+    if found is None:
+        near = models.suggest(spec_model)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise ValidationError(f"unknown model {spec_model!r}{hint}", "model_id")
+    return found.id
+
+
+def request_of(row: WorkloadRow) -> dict[str, Any]:
+    """What the workload asks for, as the audit log and the API show it."""
+    return {
+        "accelerators": row.accelerators,
+        "chips": row.chip_models,
+        "stacks": row.chip_stacks,
+        "min_memory_gb": row.min_memory_gb,
+        "gang": row.gang,
+        "topology": row.topology,
+        "priority": row.priority,
+        "model_id": row.model_id,
+        "precision": row.precision,
+    }
+
+
 def submit(
     session: Session, actor: Actor, tenant: str, spec: WorkloadSpec
-) -> tuple[WorkloadRow, Verdict]:
+) -> tuple[WorkloadRow, Verdict | None]:
+    """Store a workload. With ``spec.node``: placed there now (or refused with the rule);
+    without: ``pending``, for the scheduler (the verdict is then ``None``)."""
     trow = tenants.get(session, tenant)
     exists = select(WorkloadRow.id).where(
         WorkloadRow.tenant_id == trow.id, WorkloadRow.name == spec.name
@@ -136,6 +187,37 @@ def submit(
     if session.scalar(exists) is not None:
         raise ConflictError(f"tenant {tenant!r} already has a workload {spec.name!r}")
     datasets, artifacts, residency = _inputs(session, trow, spec)
+    row = WorkloadRow(
+        tenant_id=trow.id,
+        name=spec.name,
+        kind=spec.kind,
+        accelerators=spec.accelerators,
+        domestic=False,
+        inputs=[f"dataset:{d.name}" for d in datasets] + [f"artifact:{a.name}" for a in artifacts],
+        residency=sorted(residency.countries) if residency.countries is not None else None,
+        chip_models=list(dict.fromkeys(spec.chips)),
+        chip_stacks=list(dict.fromkeys(spec.stacks)),
+        min_memory_gb=spec.min_memory_gb,
+        gang=spec.gang,
+        topology=spec.topology,
+        priority=spec.priority,
+        model_id=model_id_of(spec.model_id),
+        precision=spec.precision,
+        submitted_at=utcnow(),
+        state="pending",
+    )
+    if spec.node is None:
+        session.add(row)
+        session.flush()
+        audit.record(
+            session,
+            actor,
+            "submit",
+            "workload",
+            f"{tenant}/{spec.name}",
+            after={"state": "pending", "inputs": row.inputs, **request_of(row)},
+        )
+        return row, None
     node = nodes.get(session, spec.node)
     # Lock the node and the tenant (PostgreSQL; held to commit): two submissions cannot both
     # take the last free accelerators, nor both slip under the tenant's quota.
@@ -145,15 +227,20 @@ def submit(
         raise ConflictError(f"node {spec.node!r} has no accelerators")
     if NodeState(node.state) is not NodeState.READY:
         raise ConflictError(f"node {spec.node!r} is {node.state}, not ready")
-    held = session.scalar(
-        select(func.coalesce(func.sum(WorkloadRow.accelerators), 0)).where(
-            WorkloadRow.node_id == node.id, WorkloadRow.state == "running"
-        )
+    spec_chip = load_catalog().find(node.chip)
+    refusal = ChipConstraint(
+        frozenset(row.chip_models), frozenset(row.chip_stacks), row.min_memory_gb
+    ).refusal(
+        node.chip,
+        spec_chip.software_stack if spec_chip else None,
+        float(spec_chip.memory_gb) if spec_chip and spec_chip.memory_gb else None,
     )
-    free = node.accelerator_count - int(held or 0)
-    if spec.accelerators > free:
+    if refusal is not None:
+        raise ConflictError(f"node {spec.node!r}: {refusal}")
+    free = holdings.node_use(session, [node.id])[node.id].free(node.accelerator_count)
+    if spec.accelerators > len(free):
         raise ConflictError(
-            f"node {spec.node!r} has {free} free accelerators, not {spec.accelerators}"
+            f"node {spec.node!r} has {len(free)} free accelerators, not {spec.accelerators}"
         )
 
     dc_name = node.data_center.name
@@ -169,19 +256,16 @@ def submit(
     subject = f"workload {tenant}/{spec.name} on {node.name} ({dc_name})"
     if not verdict.allowed:
         raise PolicyDeniedError(subject, actor.name, compliance.as_dicts(list(verdict.refusals)))
-    row = WorkloadRow(
-        tenant_id=trow.id,
-        name=spec.name,
-        kind=spec.kind,
-        node_id=node.id,
-        data_center_id=node.data_center_id,
-        chip=node.chip,
-        accelerators=spec.accelerators,
-        domestic=load_catalog().get(node.chip).domestic_cn,
-        inputs=[f"dataset:{d.name}" for d in datasets] + [f"artifact:{a.name}" for a in artifacts],
-        residency=sorted(residency.countries) if residency.countries is not None else None,
-        state="running",
+    devices = free[: spec.accelerators]
+    row.node_id = node.id
+    row.data_center_id = node.data_center_id
+    row.chip = node.chip
+    row.domestic = spec_chip.domestic_cn if spec_chip else False
+    row.placement = holdings.placement_json(
+        [(node.id, node.name, devices)], [(dc_name, spec.accelerators)]
     )
+    row.state = "running"
+    row.started_at = row.submitted_at
     session.add(row)
     session.flush()
     audit.record(
@@ -194,11 +278,41 @@ def submit(
             "node": node.name,
             "chip": node.chip,
             "accelerators": spec.accelerators,
+            "devices": devices,
             "inputs": row.inputs,
             "decisions": compliance.as_dicts(list(verdict.decisions)),
         },
     )
     return row, verdict
+
+
+def lock_workload(session: Session, row: WorkloadRow) -> WorkloadRow:
+    """Lock ``row`` (to commit) and read it again: a scheduler round or another request may
+    have changed its state since it was read."""
+    lock_rows(session, WorkloadRow, [row.id])
+    session.refresh(row)
+    return row
+
+
+def cancel(session: Session, actor: Actor, tenant: str, name: str) -> WorkloadRow:
+    """Cancel pending or running work; running work frees its accelerators."""
+    row = lock_workload(session, get_workload(session, tenant, name))
+    if row.state not in ("pending", "running"):
+        raise ConflictError(f"workload {tenant}/{name} is already {row.state}")
+    before = row.state
+    row.state = "cancelled"
+    row.finished_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "cancel",
+        "workload",
+        f"{tenant}/{name}",
+        before={"state": before},
+        after={"state": "cancelled"},
+    )
+    return row
 
 
 def get_workload(session: Session, tenant: str, name: str) -> WorkloadRow:
@@ -211,7 +325,9 @@ def get_workload(session: Session, tenant: str, name: str) -> WorkloadRow:
     return row
 
 
-def list_workloads(session: Session, tenant: str | None = None) -> list[tuple[WorkloadRow, str]]:
+def list_workloads(
+    session: Session, tenant: str | None = None, state: str | None = None
+) -> list[tuple[WorkloadRow, str]]:
     stmt = (
         select(WorkloadRow, TenantRow.name)
         .join(TenantRow, WorkloadRow.tenant_id == TenantRow.id)
@@ -219,6 +335,8 @@ def list_workloads(session: Session, tenant: str | None = None) -> list[tuple[Wo
     )
     if tenant is not None:
         stmt = stmt.where(TenantRow.name == tenant)
+    if state is not None:
+        stmt = stmt.where(WorkloadRow.state == state)
     return [(w, t) for w, t in session.execute(stmt)]
 
 
@@ -226,7 +344,7 @@ def finish(
     session: Session, actor: Actor, tenant: str, name: str, spec: FinishSpec
 ) -> list[ArtifactRow]:
     """End a workload; what it produced becomes artifacts bound like its inputs."""
-    row = get_workload(session, tenant, name)
+    row = lock_workload(session, get_workload(session, tenant, name))
     if row.state != "running":
         raise ConflictError(f"workload {tenant}/{name} is already {row.state}")
     trow = tenants.get(session, tenant)

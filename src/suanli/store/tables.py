@@ -288,7 +288,14 @@ class LineageRow(Base):
 
 
 class WorkloadRow(Base):
-    """Work holding accelerators: placed on a node, running until finished."""
+    """Work asking for accelerators: ``pending`` until placed (on the node the user named,
+    or by the scheduler), then ``running`` until ``finished``; ``cancelled`` from pending
+    or running; ``preempted`` when high-priority work stopped it (spot only; final).
+
+    A placement over several nodes keeps its first node in ``node_id`` and data center in
+    ``data_center_id``; ``placement`` holds every slot (node and device indices) and the
+    accelerators per data center. Rows placed before the scheduler have no ``placement``:
+    they hold ``accelerators`` of ``node_id`` by count."""
 
     __tablename__ = "workloads"
     __table_args__ = (
@@ -301,15 +308,31 @@ class WorkloadRow(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
     kind: Mapped[str] = mapped_column(String(32))
-    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="RESTRICT"))
-    data_center_id: Mapped[int] = mapped_column(ForeignKey("data_centers.id", ondelete="RESTRICT"))
-    chip: Mapped[str] = mapped_column(String(80))
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nodes.id", ondelete="RESTRICT"), nullable=True
+    )
+    data_center_id: Mapped[int | None] = mapped_column(
+        ForeignKey("data_centers.id", ondelete="RESTRICT"), nullable=True
+    )
+    chip: Mapped[str | None] = mapped_column(String(80), nullable=True)
     accelerators: Mapped[int] = mapped_column(Integer)
-    domestic: Mapped[bool] = mapped_column(Boolean)
+    domestic: Mapped[bool] = mapped_column(Boolean, default=False)
     inputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # "dataset:x" / "artifact:y"
     residency: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # the request, as the scheduler reads it
+    chip_models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    chip_stacks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    min_memory_gb: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gang: Mapped[bool] = mapped_column(Boolean, default=True)
+    topology: Mapped[str] = mapped_column(String(16), default="node")  # node|island|dc|any
+    priority: Mapped[str] = mapped_column(String(8), default="high")  # high | spot
+    model_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    precision: Mapped[str] = mapped_column(String(16), default="bf16")
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    explanation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="running")
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 

@@ -6,15 +6,18 @@ A tenant's own API key may use these for its tenant; the admin token for any ten
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
+from sqlalchemy import select
 
 from suanli.api.deps import Caller, DbSession, require_tenant_access
 from suanli.domain.workloads import DatasetSpec, ExportSpec, FinishSpec, WorkloadSpec
-from suanli.services import tenants, workloads
-from suanli.store.tables import ArtifactRow, DatasetRow, WorkloadRow
+from suanli.services import holdings, scheduling, tenants, workloads
+from suanli.store.tables import ArtifactRow, DatasetRow, NodeRow, WorkloadRow
+
+WorkloadState = Literal["pending", "running", "finished", "cancelled", "preempted"]
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["workloads"])
 
@@ -36,31 +39,57 @@ class DatasetOut(BaseModel):
 
 
 class WorkloadOut(BaseModel):
+    """A workload: its request, and where it runs once placed (``nodes``: every node of
+    its placement, the first is ``node``; ``slots``: node and device indices)."""
+
     name: str
     tenant: str
     kind: str
-    chip: str
+    state: str
+    chip: str | None
     accelerators: int
+    node: str | None
+    nodes: list[str]
+    slots: list[dict[str, Any]]
+    request: dict[str, Any]
     inputs: list[str]
     residency: list[str] | None
-    state: str
-    started_at: datetime
+    submitted_at: datetime
+    started_at: datetime | None
     finished_at: datetime | None
+    waiting_because: str | None = None
     decisions: list[dict[str, Any]] | None = None
 
     @classmethod
-    def of(cls, row: WorkloadRow, tenant: str) -> WorkloadOut:
+    def of(cls, row: WorkloadRow, tenant: str, node_names: dict[int, str]) -> WorkloadOut:
+        slots = [
+            {
+                "node": s.node or node_names.get(s.node_id, "?"),
+                "accelerators": s.count,
+                "devices": list(s.devices) if s.devices is not None else None,
+            }
+            for s in holdings.slots_of(row)
+        ]
+        waiting = None
+        if row.state == "pending" and row.explanation is not None:
+            waiting = str(row.explanation.get("outcome", "")) or None
         return cls(
             name=row.name,
             tenant=tenant,
             kind=row.kind,
+            state=row.state,
             chip=row.chip,
             accelerators=row.accelerators,
+            node=slots[0]["node"] if slots else None,
+            nodes=[s["node"] for s in slots],
+            slots=slots,
+            request=workloads.request_of(row),
             inputs=row.inputs,
             residency=row.residency,
-            state=row.state,
+            submitted_at=row.submitted_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
+            waiting_because=waiting,
         )
 
 
@@ -106,23 +135,75 @@ def list_datasets(tenant: str, session: DbSession, caller: Caller) -> list[Datas
     return [DatasetOut.of(r) for r in workloads.list_datasets(session, tenant)]
 
 
-@router.post("/workloads", status_code=status.HTTP_201_CREATED)
+def _node_names(session: DbSession) -> dict[int, str]:
+    return dict(session.execute(select(NodeRow.id, NodeRow.name)).all())
+
+
+@router.post(
+    "/workloads",
+    status_code=status.HTTP_201_CREATED,
+    responses={202: {"description": "stored pending: the scheduler will place it"}},
+)
 def submit_workload(
-    tenant: str, spec: WorkloadSpec, session: DbSession, caller: Caller
+    tenant: str, spec: WorkloadSpec, session: DbSession, caller: Caller, response: Response
 ) -> WorkloadOut:
-    """Place a workload on a node; refused (403, naming the rules) where policy forbids it."""
+    """Submit a workload. With ``node``: placed there now (201), or refused (403, naming
+    the rules) where policy forbids it. Without: stored pending (202) until the scheduler
+    places it; ``GET .../why`` says why it waits."""
     _access(session, caller, tenant)
     row, verdict = workloads.submit(session, caller, tenant, spec)
     session.commit()
-    out = WorkloadOut.of(row, tenant)
-    out.decisions = [d.to_json() for d in verdict.decisions]
+    out = WorkloadOut.of(row, tenant, _node_names(session))
+    if verdict is None:
+        response.status_code = status.HTTP_202_ACCEPTED
+    else:
+        out.decisions = [d.to_json() for d in verdict.decisions]
     return out
 
 
 @router.get("/workloads")
-def list_workloads(tenant: str, session: DbSession, caller: Caller) -> list[WorkloadOut]:
+def list_workloads(
+    tenant: str,
+    session: DbSession,
+    caller: Caller,
+    state: Annotated[
+        WorkloadState | None, Query(description="only workloads in this state")
+    ] = None,
+) -> list[WorkloadOut]:
     _access(session, caller, tenant)
-    return [WorkloadOut.of(w, t) for w, t in workloads.list_workloads(session, tenant)]
+    names = _node_names(session)
+    return [
+        WorkloadOut.of(w, t, names) for w, t in workloads.list_workloads(session, tenant, state)
+    ]
+
+
+@router.get("/workloads/{name}")
+def get_workload(tenant: str, name: str, session: DbSession, caller: Caller) -> WorkloadOut:
+    _access(session, caller, tenant)
+    return WorkloadOut.of(
+        workloads.get_workload(session, tenant, name), tenant, _node_names(session)
+    )
+
+
+@router.post("/workloads/{name}/cancel")
+def cancel_workload(tenant: str, name: str, session: DbSession, caller: Caller) -> WorkloadOut:
+    """Cancel pending or running work (running work frees its accelerators); 409 when it
+    already ended."""
+    _access(session, caller, tenant)
+    row = workloads.cancel(session, caller, tenant, name)
+    session.commit()
+    return WorkloadOut.of(row, tenant, _node_names(session))
+
+
+@router.get("/workloads/{name}/why")
+def why_workload(
+    tenant: str, name: str, session: DbSession, caller: Caller, request: Request
+) -> dict[str, Any]:
+    """Why it waits (the filters that removed which nodes, and why), or where it runs and
+    the score it was chosen on. ``text``: the same for people."""
+    _access(session, caller, tenant)
+    policy = request.app.state.settings.scheduler_policy
+    return scheduling.why(session, tenant, name, policy=policy)
 
 
 @router.post("/workloads/{name}/finish")
