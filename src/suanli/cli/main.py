@@ -17,6 +17,7 @@ from suanli.cli.inventory import dc_app, nodes_app
 from suanli.cli.qualify import qualifications_app, qualify
 from suanli.cli.server import agent_cmd, gateway_cmd, migrate_cmd, up
 from suanli.cli.serving import deploy, deployments_app, models_app, usage
+from suanli.cli.sim import sim_app
 from suanli.cli.tenants import keys_app, tenants_app, tokens_app
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(workloads_app, name="workloads")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(qualifications_app, name="qualifications")
+app.add_typer(sim_app, name="sim")
 
 if __name__ == "__main__":
     app()
