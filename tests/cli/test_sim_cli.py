@@ -75,13 +75,40 @@ def test_alibaba_slice(tmp_path: Path) -> None:
     code, _out, err = sim(
         "alibaba", "--pods", str(ALIBABA / "openb_pod_list_default.csv"),
         "--nodes", str(ALIBABA / "openb_node_list_all_node.csv"), "--jobs", "400",
-        "--out", str(tmp_path),
+        "--mode", "replay", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, err
     summary = assert_report(tmp_path)
     assert summary["jobs"]["total"] == 400  # type: ignore[index]
     assert summary["capacity"]["Tesla T4"] == 842  # type: ignore[index]
     assert summary["violations"]["count"] == 0  # type: ignore[index]
+
+
+@needs_alibaba
+def test_alibaba_fill_compares_policies(tmp_path: Path) -> None:
+    code, out, err = sim(
+        "alibaba", "--pods", str(ALIBABA / "openb_pod_list_default.csv"),
+        "--policies", "binpack,spread", "--until", "0.6", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "binpack" in out
+    assert "spread" in out
+    assert (tmp_path / "fill.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    runs = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["policy"] for r in runs] == ["binpack", "spread"]
+    for r in runs:
+        assert r["capacity_gpus"] == 6212
+        assert r["violations"] == 0
+        assert 0.5 < r["allocated_final"] < 0.61  # the last pod may cross 60%
+
+
+def test_alibaba_fill_refuses_an_unknown_policy() -> None:
+    code, _out, err = sim("alibaba", "--policies", "binpack,nope")
+    assert code == 2
+    assert "--policies" in err
+    assert "nope" in err
+    assert "Traceback" not in err
 
 
 def test_llm(tmp_path: Path) -> None:

@@ -42,11 +42,14 @@ import numpy as np
 from suanli.sim.cluster import SimRun
 
 __all__ = [
+    "CSS",
     "Prices",
     "compare",
     "headline",
+    "html_table",
     "jain",
     "percentile",
+    "png_bytes",
     "summarize",
     "write_jobs_csv",
     "write_reports",
@@ -357,7 +360,7 @@ def _utilization_series(run: SimRun, edges: np.ndarray[Any, Any]) -> dict[str, l
     return out
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
@@ -384,7 +387,7 @@ def charts(runs: Sequence[SimRun]) -> dict[str, bytes]:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    out["jct_cdf.png"] = _png(fig)
+    out["jct_cdf.png"] = png_bytes(fig)
     plt.close(fig)
 
     fig, axes = plt.subplots(len(runs), 1, figsize=(8, 3.4 * len(runs)), squeeze=False)
@@ -401,7 +404,7 @@ def charts(runs: Sequence[SimRun]) -> dict[str, bytes]:
         ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("simulated hours")
     fig.tight_layout()
-    out["utilization.png"] = _png(fig)
+    out["utilization.png"] = png_bytes(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -416,12 +419,12 @@ def charts(runs: Sequence[SimRun]) -> dict[str, bytes]:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    out["queue.png"] = _png(fig)
+    out["queue.png"] = png_bytes(fig)
     plt.close(fig)
     return out
 
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -430,7 +433,7 @@ th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric
 """
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def html_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = []
     for row in rows:
@@ -453,7 +456,7 @@ def render_html(
     name = html.escape(title)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{name}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{name}</h1>"
+        f"<style>{CSS}</style></head><body><h1>{name}</h1>"
     ]
     first = summaries[0]
     parts.append(
@@ -469,9 +472,9 @@ def render_html(
     if len(summaries) == 2:
         rows = compare(summaries[0], summaries[1])
         head = ["metric", str(summaries[0]["label"]), str(summaries[1]["label"]), "change"]
-        parts.append(_table(head, rows))
+        parts.append(html_table(head, rows))
     else:
-        parts.append(_table(["metric", "value"], [(n, v) for n, _, v in headline(first)]))
+        parts.append(html_table(["metric", "value"], [(n, v) for n, _, v in headline(first)]))
     parts.append("<h2>Charts</h2>")
     for name in ("jct_cdf.png", "utilization.png", "queue.png"):
         if name in images:
@@ -481,20 +484,22 @@ def render_html(
         label = html.escape(str(s["label"]))
         parts.append(f"<h2>Finish-time fairness per tenant ({label})</h2>")
         ftf = s["fairness"]["per_tenant"]
-        parts.append(_table(["tenant", "sum JCT / sum ideal"],
+        parts.append(html_table(["tenant", "sum JCT / sum ideal"],
                             [(t, f"{v:.2f}") for t, v in ftf.items()]))  # fmt: skip
         if s["never_started"]["reasons"]:
             parts.append(f"<h2>Why jobs never started ({label})</h2>")
-            parts.append(_table(["reason", "jobs"], list(s["never_started"]["reasons"].items())))
+            parts.append(
+                html_table(["reason", "jobs"], list(s["never_started"]["reasons"].items()))
+            )
         if s["violations"]["first"]:
             parts.append(f"<h2 class='bad'>Violations ({label})</h2>")
-            parts.append(_table(["job", "rule", "sentence"],
+            parts.append(html_table(["job", "rule", "sentence"],
                                 [(v["job"], v["rule"], v["sentence"])
                                  for v in s["violations"]["first"]]))  # fmt: skip
     assumptions = first["perf_assumptions"]
     if assumptions:
         parts.append("<h2>Performance assumptions</h2>")
-        parts.append(_table(["chip", "metric", "value", "source"],
+        parts.append(html_table(["chip", "metric", "value", "source"],
                             [(a["chip"], a["metric"], a["value"], a["source"])
                              for a in assumptions]))  # fmt: skip
     parts.append("</body></html>")
