@@ -19,8 +19,16 @@ accelerators:
 """
 
 
-def _usage(i: int, tenant_id: int, model: str, prompt: int, out: int, cached: int = 0) -> dict:
-    t = datetime(2026, 11, 3, 12, 0, tzinfo=UTC).timestamp() + i
+def _usage(
+    i: int,
+    tenant_id: int,
+    model: str,
+    prompt: int,
+    out: int,
+    cached: int = 0,
+    at: datetime = datetime(2026, 11, 3, 12, 0, tzinfo=UTC),
+) -> dict:
+    t = at.timestamp() + i
     return {
         "request_id": f"req-{i}",
         "tenant_id": tenant_id,
@@ -93,8 +101,27 @@ def test_money_in_usage_rated_invoice_out(api: Api) -> None:
         ],
     )
     rated = c.post("/v1/billing/rate").json()
-    assert rated == {"records": 3, "charged": 2, "amount_micros": 2_925_000}
+    assert rated == {
+        "records": 3,
+        "charged": 2,
+        "amount_micros": 2_925_000,
+        "quarantined": 0,
+        "requeued": 0,
+        "quarantined_total": 0,
+    }
     assert c.post("/v1/billing/rate").json()["records"] == 0  # rated once
+    # a record from before any price book is set aside, listed, and blocks nothing
+    insert_records(
+        api.sessions.kw["bind"],
+        [_usage(4, tid, "deepseek-v3", 1000, 10, at=datetime(2001, 1, 1, tzinfo=UTC))],
+    )
+    held = c.post("/v1/billing/rate").json()
+    assert (held["records"], held["quarantined"], held["quarantined_total"]) == (1, 1, 1)
+    listed = c.get("/v1/billing/quarantine").json()
+    assert listed["count"] == 1
+    assert "no price book is in effect" in listed["records"][0]["reason"]
+    again = c.post("/v1/billing/rate?retry_quarantined=true").json()
+    assert (again["requeued"], again["quarantined_total"]) == (1, 1)  # still no book for 2001
 
     balance = c.get("/v1/tenants/acme/balance").json()
     # the voucher pays 1 of deepseek's 1.425 (it covers only deepseek); prepaid the rest

@@ -11,6 +11,7 @@ each request's worst case against the tenant's funds), not by rating: it is test
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,13 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from suanli.billing import ledger
 from suanli.billing.funds import Funds
 from suanli.billing.ledger import Transaction, TransactionConflictError
-from suanli.billing.prices import load_packaged_price_book
+from suanli.billing.prices import load_packaged_price_book, packaged_price_book_text
 from suanli.billing.rating import rate_usage
 from suanli.domain.actor import SYSTEM
 from suanli.domain.specs import TenantSpec
 from suanli.errors import ValidationError
 from suanli.gateway.metering import insert_records
-from suanli.services import billing, tenants
+from suanli.services import billing, ledger_store, tenants
 from suanli.store.tables import (
     LedgerBalanceRow,
     LedgerPostingRow,
@@ -40,6 +41,7 @@ from tests.services.billing_writer import rate_all, usage_line, usage_record
 
 CNY = "CNY"
 BOOK = load_packaged_price_book()
+BOOK_TEXT = packaged_price_book_text()
 # deepseek-v3 in the packaged book: 2 input, 0.5 cached, 8 output per million tokens, so one
 # token is 2 / 0.5 / 8 micro-units; the default usage record (1000 in, 500 out) costs 6000
 PLAIN = 1000 * 2 + 500 * 8
@@ -319,6 +321,36 @@ def test_free_requests_are_marked_rated_without_a_charge(
     assert verify(session_factory) == []
 
 
+def test_a_record_that_cannot_be_rated_is_set_aside_and_blocks_nothing(
+    engine: Engine, session_factory: sessionmaker[Session], world: dict[str, int]
+) -> None:
+    ancient = usage_record(tenant_id=world["acme"], started_at=datetime(2001, 1, 1, tzinfo=UTC))
+    fine = usage_record(tenant_id=world["acme"], started_at=NOW)
+    ingest(engine, ancient, fine)
+    with session_factory() as session:
+        assert billing.rate_pending(session) == billing.Rated(2, 1, PLAIN, quarantined=1)
+        session.commit()
+        assert billing.rate_pending(session) == billing.Rated(0, 0, 0)  # not taken again
+        count, rows = billing.quarantined(session)
+        assert count == 1
+        assert rows[0].request_id == ancient["request_id"]
+        assert rows[0].rated_at is None
+        assert "no price book is in effect" in (rows[0].rating_error or "")
+    assert list(usage_charges(session_factory)) == [fine["request_id"]]
+    assert verify(session_factory) == []
+    # the operator uploads a book that covers 2001, then retries: charged once, set aside no more
+    text_ = re.sub(r"(?m)^effective: .*$", "effective: 2000-01-01", BOOK_TEXT)
+    with session_factory() as session:
+        billing.upload_price_book(session, SYSTEM, text_.replace("version: ", "version: old-"))
+        session.commit()
+        assert billing.retry_quarantined(session) == 1
+        assert billing.rate_pending(session) == billing.Rated(1, 1, PLAIN)
+        session.commit()
+        assert billing.quarantined(session)[0] == 0
+    assert set(usage_charges(session_factory)) == {fine["request_id"], ancient["request_id"]}
+    assert verify(session_factory) == []
+
+
 # --- posting -------------------------------------------------------------------------------
 
 
@@ -328,16 +360,16 @@ def test_posting_the_same_transaction_twice_is_a_no_op(
     acme = world["acme"]
     tx = ledger.top_up(acme, 5_000_000, CNY, "topup:bank-77", NOW)
     with session_factory() as session:
-        assert billing.post(session, [tx]) == 1
+        assert ledger_store.post(session, [tx]) == 1
         session.commit()
     with session_factory() as session:
-        assert billing.post(session, [tx]) == 0
-        assert billing.post(session, [tx, tx]) == 0
+        assert ledger_store.post(session, [tx]) == 0
+        assert ledger_store.post(session, [tx, tx]) == 0
         session.commit()
     # with another memo it is still the same transaction
     same = Transaction(tx.external_id, tx.kind, tx.postings[::-1], tx.at, "another memo")
     with session_factory() as session:
-        assert billing.post(session, [same]) == 0
+        assert ledger_store.post(session, [same]) == 0
         session.commit()
     assert funds(session_factory, acme).prepaid_micros == 105_000_000
     with session_factory() as session:
@@ -356,19 +388,19 @@ def test_same_external_id_with_other_content_is_a_conflict(
     other = ledger.top_up(acme, 5_000_001, CNY, "topup:bank-77", NOW)
     later = ledger.top_up(acme, 5_000_000, CNY, "topup:bank-77", NOW + timedelta(seconds=1))
     with session_factory() as session:
-        billing.post(session, [tx])
+        ledger_store.post(session, [tx])
         session.commit()
     for changed in (other, later):
         with session_factory() as session:
             with pytest.raises(TransactionConflictError):
-                billing.post(session, [changed])
+                ledger_store.post(session, [changed])
             session.rollback()
     # in one batch too, before anything is written
     fresh = ledger.top_up(acme, 1_000_000, CNY, "topup:bank-78", NOW)
     clash = ledger.top_up(acme, 2_000_000, CNY, "topup:bank-78", NOW)
     with session_factory() as session:
         with pytest.raises(TransactionConflictError):
-            billing.post(session, [fresh, clash])
+            ledger_store.post(session, [fresh, clash])
         session.rollback()
     assert funds(session_factory, acme).prepaid_micros == 105_000_000
     assert verify(session_factory) == []
@@ -412,7 +444,7 @@ def test_an_unbalanced_transaction_is_refused(
         NOW,
     )
     with session_factory() as session, pytest.raises(ValidationError):
-        billing.post(session, [bad])
+        ledger_store.post(session, [bad])
     assert verify(session_factory) == []
 
 
@@ -539,7 +571,7 @@ def test_verify_sees_a_voucher_overspent_and_an_overdraft(
         NOW,
     )
     with session_factory() as session:
-        billing.post(session, [spend])
+        ledger_store.post(session, [spend])
         session.commit()
     problems = verify(session_factory)
     assert any("overspent" in p for p in problems), problems

@@ -149,11 +149,50 @@ def invoice(
 
 
 @billing_app.command("rate")
-def rate() -> None:
-    """Rate all usage not rated yet (the platform also does it every second)."""
+def rate(
+    retry_quarantined: Annotated[
+        bool,
+        typer.Option(help="first put records set aside back in line (after fixing prices)"),
+    ] = False,
+) -> None:
+    """Rate all usage not rated yet (the platform also does it every second).
+
+    A record that cannot be rated (no price book in effect at its time, no price for its
+    model) is set aside with the reason, not left blocking the rest: `suanli billing
+    quarantined` lists them; upload a price book that covers them, then run this with
+    --retry-quarantined."""
     with api() as client:
-        out = client.post("/v1/billing/rate")
+        path = "/v1/billing/rate" + ("?retry_quarantined=true" if retry_quarantined else "")
+        out = client.post(path)
     console.print(f"rated {out['records']} record(s), {out['charged']} charge(s)")
+    if out["requeued"]:
+        console.print(f"{out['requeued']} record(s) set aside before were tried again")
+    if out["quarantined_total"]:
+        console.print(
+            f"[yellow]{out['quarantined_total']} record(s) set aside[/yellow] "
+            "(suanli billing quarantined)"
+        )
+
+
+@billing_app.command("quarantined")
+def quarantined(
+    limit: Annotated[int, typer.Option(help="records to show")] = 50,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Usage records rating set aside, with the reason."""
+    with api() as client:
+        out = client.get(f"/v1/billing/quarantine?limit={limit}")
+    if as_json:
+        print_json(out)
+        return
+    table(
+        f"{out['count']} usage record(s) set aside",
+        ["request", "tenant", "model", "started", "reason"],
+        [
+            [r["request_id"], r["tenant_id"], r["model"], r["started_at"], r["reason"]]
+            for r in out["records"]
+        ],
+    )
 
 
 @billing_app.command("margin")

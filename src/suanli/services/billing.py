@@ -10,6 +10,7 @@ transaction.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,7 @@ from suanli.billing.prices import PriceBooks, load_packaged_price_book, parse_pr
 from suanli.billing.rating import UsageLine, rate_usage
 from suanli.domain import money
 from suanli.domain.actor import Actor
-from suanli.errors import ConflictError, ValidationError
+from suanli.errors import ConflictError, SuanliError, ValidationError
 from suanli.services import audit, ledger_store, tenants
 from suanli.services.ledger_store import post
 from suanli.store.tables import (
@@ -41,6 +42,9 @@ from suanli.store.tables import (
     VoucherRow,
 )
 from suanli.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
 
 # --- price books -------------------------------------------------------------------------
 
@@ -192,9 +196,13 @@ def funds_of(session: Session, tenant_ids: Iterable[int], currency: str) -> dict
 
 @dataclass(frozen=True)
 class Rated:
+    """Records taken (quarantined ones included), charges posted, their sum, and the
+    records set aside because they could not be rated."""
+
     records: int
     charged: int
     amount_micros: int
+    quarantined: int = 0
 
 
 # what rating reads of a usage record
@@ -251,7 +259,10 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
             .values(rated_at=None)
             .execution_options(synchronize_session=False)
         )
-    stmt = select(*_RATED_COLUMNS).where(UsageRow.rated_at.is_(None)).order_by(UsageRow.id)
+    stmt = select(*_RATED_COLUMNS).where(
+        UsageRow.rated_at.is_(None), UsageRow.rating_error.is_(None)
+    )
+    stmt = stmt.order_by(UsageRow.id)
     stmt = stmt.limit(limit)
     if dialect == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
@@ -260,10 +271,18 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
         return Rated(0, 0, 0)
     books = books or price_books(session)
     charges = []
+    refused: list[tuple[int, str]] = []
     for row in rows:
-        charge = rate_usage(_line(row), books.at(row.started_at))
+        try:
+            charge = rate_usage(_line(row), books.at(row.started_at))
+        except (SuanliError, ValueError) as exc:
+            refused.append((row.id, str(exc)[:300]))
+            continue
         if charge.amount_micros:
             charges.append((row, charge))
+    _quarantine(session, refused)
+    refused_ids = {i for i, _ in refused}
+    rows = [r for r in rows if r.id not in refused_ids]
     currency = books.at(datetime.now(UTC)).currency
     charged_tenants = sorted({c.tenant_id for _, c in charges})
     if dialect == "postgresql":
@@ -319,7 +338,39 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
                 .values(rated_at=now)
                 .execution_options(synchronize_session=False)
             )
-    return Rated(len(rows), len(txs), total)
+    return Rated(len(rows) + len(refused), len(txs), total, len(refused))
+
+
+def _quarantine(session: Session, refused: list[tuple[int, str]]) -> None:
+    """Set aside the records rating refused, with the reason (logged without secrets)."""
+    for row_id, reason in refused:
+        session.execute(
+            update(UsageRow)
+            .where(UsageRow.id == row_id)
+            .values(rating_error=reason)
+            .execution_options(synchronize_session=False)
+        )
+    if refused:
+        log.warning("%d usage record(s) set aside, e.g.: %s", len(refused), refused[0][1])
+
+
+def quarantined(session: Session, limit: int = 100) -> tuple[int, list[UsageRow]]:
+    """How many usage records rating set aside, and the first ``limit`` of them."""
+    where = UsageRow.rating_error.is_not(None)
+    count = session.scalar(select(func.count()).select_from(UsageRow).where(where)) or 0
+    rows = session.scalars(select(UsageRow).where(where).order_by(UsageRow.id).limit(limit))
+    return count, list(rows)
+
+
+def retry_quarantined(session: Session) -> int:
+    """Put the set-aside records back in line for rating (after the prices were fixed)."""
+    result = session.execute(
+        update(UsageRow)
+        .where(UsageRow.rating_error.is_not(None), UsageRow.rated_at.is_(None))
+        .values(rating_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _after(funds: Funds, tx: Transaction) -> Funds:

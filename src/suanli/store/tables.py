@@ -471,6 +471,9 @@ class UsageRow(Base):
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
     gateway: Mapped[str] = mapped_column(String(64), default="")
     rated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # why rating refused it (no price book in effect at its time, no price for its model):
+    # set aside until an operator fixes the prices and retries, so it blocks nothing
+    rating_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
 Index(

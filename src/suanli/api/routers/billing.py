@@ -153,9 +153,15 @@ def list_price_books(session: DbSession, _caller: Caller) -> list[dict[str, Any]
 
 
 @router.post("/v1/billing/rate")
-def rate_now(session: DbSession, _admin: Admin) -> dict[str, int]:
-    """Rate every usage record not rated yet (the platform also does this every second)."""
-    records = charged = amount = 0
+def rate_now(session: DbSession, _admin: Admin, retry_quarantined: bool = False) -> dict[str, int]:
+    """Rate every usage record not rated yet (the platform also does this every second).
+
+    Records rating refuses (no price book in effect at their time, no price for their
+    model) are set aside with the reason instead of blocking the others;
+    ``retry_quarantined`` first puts them back in line (after the prices were fixed)."""
+    requeued = billing.retry_quarantined(session) if retry_quarantined else 0
+    session.commit()
+    records = charged = amount = refused = 0
     while True:
         done = billing.rate_pending(session)
         session.commit()
@@ -164,8 +170,36 @@ def rate_now(session: DbSession, _admin: Admin) -> dict[str, int]:
             charged + done.charged,
             amount + done.amount_micros,
         )
+        refused += done.quarantined
         if done.records == 0:
-            return {"records": records, "charged": charged, "amount_micros": amount}
+            held, _ = billing.quarantined(session, limit=0)
+            return {
+                "records": records,
+                "charged": charged,
+                "amount_micros": amount,
+                "quarantined": refused,
+                "requeued": requeued,
+                "quarantined_total": held,
+            }
+
+
+@router.get("/v1/billing/quarantine")
+def quarantine(session: DbSession, _admin: Admin, limit: int = 100) -> dict[str, Any]:
+    """Usage records rating set aside, with the reason, oldest first."""
+    count, rows = billing.quarantined(session, limit=max(0, min(limit, 1000)))
+    return {
+        "count": count,
+        "records": [
+            {
+                "request_id": r.request_id,
+                "tenant_id": r.tenant_id,
+                "model": r.model,
+                "started_at": r.started_at,
+                "reason": r.rating_error,
+            }
+            for r in rows
+        ],
+    }
 
 
 @router.get("/v1/billing/verify")
