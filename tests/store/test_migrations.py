@@ -81,14 +81,21 @@ def test_workloads_placed_before_the_scheduler_keep_running(empty_engine: Engine
         _insert(conn, "workloads", id=1, tenant_id=1, name="old", kind="training", node_id=1,
                 data_center_id=1, chip="H20", accelerators=4, state="running",
                 started_at=started)  # fmt: skip
+        _insert(conn, "workloads", id=2, tenant_id=1, name="done", kind="training", node_id=1,
+                data_center_id=1, chip="H20", accelerators=4, state="finished",
+                started_at=started, finished_at=started)  # fmt: skip
+        _insert(conn, "artifacts", id=1, tenant_id=1, name="w", kind="weights", produced_by=2)
     migrate.upgrade(empty_engine)
     with empty_engine.connect() as conn:
         row = conn.execute(
             text(
                 "SELECT state, node_id, submitted_at, started_at, gang, topology, priority,"
-                " precision FROM workloads"
+                " precision FROM workloads WHERE id = 1"
             )
         ).one()
+        # rebuilding the table on SQLite must not touch what points at it
+        lineage = conn.execute(text("SELECT produced_by FROM artifacts")).scalar_one()
+    assert lineage == 2
     assert row.state == "running"
     assert row.node_id == 1
     assert row.submitted_at == row.started_at
@@ -99,3 +106,5 @@ def test_workloads_placed_before_the_scheduler_keep_running(empty_engine: Engine
         "bf16",
     )
     migrate.downgrade(empty_engine, "0005")
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT produced_by FROM artifacts")).scalar_one() == 2
