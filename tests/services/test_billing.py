@@ -351,6 +351,30 @@ def test_a_record_that_cannot_be_rated_is_set_aside_and_blocks_nothing(
     assert verify(session_factory) == []
 
 
+def test_a_record_priced_in_another_currency_is_set_aside(
+    engine: Engine, session_factory: sessionmaker[Session], world: dict[str, int]
+) -> None:
+    """The book in effect when the request ran bills in USD, today's in CNY: the balances
+    are in CNY, so that record waits for an operator; the others are charged."""
+    old = re.sub(r"(?m)^effective: .*$", "effective: 2000-01-01", BOOK_TEXT)
+    old = re.sub(r"(?m)^currency: .*$", "currency: USD", old).replace("version: ", "version: usd-")
+    with session_factory() as session:
+        billing.upload_price_book(session, SYSTEM, old)
+        billing.upload_price_book(session, SYSTEM, BOOK_TEXT)
+        session.commit()
+    in_usd = usage_record(tenant_id=world["acme"], started_at=datetime(2001, 1, 1, tzinfo=UTC))
+    fine = usage_record(tenant_id=world["acme"], started_at=NOW)
+    ingest(engine, in_usd, fine)
+    with session_factory() as session:
+        assert billing.rate_pending(session) == billing.Rated(2, 1, PLAIN, quarantined=1)
+        session.commit()
+        _count, rows = billing.quarantined(session)
+        assert [r.request_id for r in rows] == [in_usd["request_id"]]
+        assert "priced in USD" in (rows[0].rating_error or "")
+    assert list(usage_charges(session_factory)) == [fine["request_id"]]
+    assert verify(session_factory) == []
+
+
 # --- posting -------------------------------------------------------------------------------
 
 

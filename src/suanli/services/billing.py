@@ -270,6 +270,7 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
     if not rows:
         return Rated(0, 0, 0)
     books = books or price_books(session)
+    currency = books.at(datetime.now(UTC)).currency
     charges = []
     refused: list[tuple[int, str]] = []
     for row in rows:
@@ -278,12 +279,14 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
         except (SuanliError, ValueError) as exc:
             refused.append((row.id, str(exc)[:300]))
             continue
-        if charge.amount_micros:
+        if charge.amount_micros and charge.currency != currency:
+            reason = (
+                f"priced in {charge.currency} by price book {charge.price_version}; "
+                f"balances are kept in {currency}"
+            )
+            refused.append((row.id, reason))
+        elif charge.amount_micros:
             charges.append((row, charge))
-    _quarantine(session, refused)
-    refused_ids = {i for i, _ in refused}
-    rows = [r for r in rows if r.id not in refused_ids]
-    currency = books.at(datetime.now(UTC)).currency
     charged_tenants = sorted({c.tenant_id for _, c in charges})
     if dialect == "postgresql":
         for chunk in ledger_store.chunks(charged_tenants):
@@ -296,7 +299,11 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
     funds = funds_of(session, charged_tenants, currency)
     txs, dims, total = [], [], 0
     for row, charge in charges:
-        tx = ledger.charge(charge, funds[charge.tenant_id], row.started_at)
+        try:
+            tx = ledger.charge(charge, funds[charge.tenant_id], row.started_at)
+        except (SuanliError, ValueError) as exc:
+            refused.append((row.id, str(exc)[:300]))
+            continue
         if tx is None:
             continue
         funds[charge.tenant_id] = _after(funds[charge.tenant_id], tx)
@@ -321,6 +328,9 @@ def rate_pending(session: Session, limit: int = 5000, books: PriceBooks | None =
         )
         total += charge.amount_micros
     ledger_store.post_validated(session, txs, dims)  # ledger.charge validated each one
+    _quarantine(session, refused)
+    refused_ids = {i for i, _ in refused}
+    rows = [r for r in rows if r.id not in refused_ids]
     now = utcnow()
     if dialect == "postgresql":
         session.execute(
