@@ -137,6 +137,17 @@ def test_a_residency_bound_tenant_never_lands_abroad() -> None:
     assert [j.start for j in run.jobs] == [0, 100, 200, 300]
 
 
+def test_a_blocked_head_gets_its_reservation_and_is_not_starved() -> None:
+    """One node of 8: a0 (4) runs, then B (8) waits, then a stream of 4-device jobs that
+    would fit beside a0. EASY: B is reserved the node when a0 ends; the small jobs wait."""
+    jobs = [job("a0", 0, 100, n=4), job("B", 1, 100, n=8)]
+    jobs += [job(f"s{k:02d}", 2 + k * 50, 100, n=4) for k in range(20)]
+    got = by_id(simulate(jobs, [node("a")], SNAP, CONFIG))
+    assert (got["B"].start, got["B"].finish) == (100.0, 200.0)
+    assert got["s00"].start is not None
+    assert got["s00"].start >= 200.0
+
+
 def test_jobs_that_can_never_fit_are_not_queued() -> None:
     run = simulate([job("big", 0, 10, 16), job("ok", 1, 10)], [node("a")], SNAP, CONFIG)
     got = by_id(run)

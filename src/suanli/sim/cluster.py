@@ -469,7 +469,12 @@ def simulate(
             offered = queue.first(1)
             unseen = False
             offered += [w for w in new if w.id != offered[0].id and w.id in queue.items]
+        # the head of the queue is always offered, fit or not: blocked, it gets the EASY
+        # reservation that keeps smaller jobs from starving it (as the live loop does)
+        head = offered[0]
         offered = _could_fit(offered, cluster, sum(spot_running.values()))
+        if not offered or offered[0] is not head:
+            offered.insert(0, head)
         freed = retry = False
         if offered:
             tick = time.perf_counter()
