@@ -167,6 +167,8 @@ def test_whatif_shows_the_added_accelerators(tmp_path: Path) -> None:
         (["--remove", "zz-*"], "no node matches"),
         (["--add", "Ningxia:H20:8", "--trace", "nope"], "--trace"),
         (["--add", "Ningxia:H20:8", "--policy", "fastest"], "unknown policy 'fastest'"),
+        (["--add", "Ningxia:H20:8", "--residency", "5"], "--residency is a share"),
+        (["--add", "Ningxia:H20:8", "--interval", "nan"], "--interval"),
     ],
 )
 def test_whatif_errors_exit_2_without_traceback(args: list[str], words: str) -> None:

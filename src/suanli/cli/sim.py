@@ -8,6 +8,7 @@ fleet file and on the fleet changed by ``--add`` / ``--remove``, side by side.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,8 @@ def _config(c: _Common) -> SimConfig:
         raise ValidationError(
             f"unknown policy {c.policy!r}; one of {', '.join(POLICIES)}", "--policy"
         )
-    if c.interval < 0:
-        raise ValidationError("--interval must be >= 0", "--interval")
+    if not math.isfinite(c.interval) or c.interval < 0:
+        raise ValidationError("--interval is a number of seconds >= 0", "--interval")
     if c.window < 1:
         raise ValidationError("--window must be at least 1", "--window")
     load_catalog().get(c.reference, field="--reference-chip")
@@ -529,6 +530,8 @@ def whatif(
             base, [parse_addition(a) for a in add or []], [parse_removal(r) for r in remove or []]
         )
         size = sum(base.accelerators().values())
+        if not 0 <= residency <= 1:
+            raise ValidationError("--residency is a share between 0 and 1", "--residency")
         work = _workload(trace, trace_file, jobs, hours, seed, residency, size)
         runs = [
             _run("baseline", work, base, c, name="baseline"),

@@ -624,6 +624,7 @@ class _Fastest:
         if not w.runtime_s:
             return None
         key = (w.tenant, w.residency, w.chips, w.kind, w.model_id, w.precision, w.accelerators)
+        key += (w.gang,)
         if key not in self._cache:
             self._cache[key] = self._best_factor(w)
         factor = self._cache[key]
