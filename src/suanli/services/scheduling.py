@@ -292,6 +292,9 @@ def schedule_pending(
             before={"state": "running"},
             after={"state": "preempted", "by": pre.by},
         )
+    if preempted:  # the decisions recorded below count what the victims no longer hold
+        session.flush()
+        snapshot = compliance.fleet_snapshot(session)
     extra: list[Allocation] = []
     placed = []
     for p in result.placed:
