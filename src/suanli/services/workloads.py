@@ -345,6 +345,8 @@ def finish(
 ) -> list[ArtifactRow]:
     """End a workload; what it produced becomes artifacts bound like its inputs."""
     row = lock_workload(session, get_workload(session, tenant, name))
+    if row.state == "pending":
+        raise ConflictError(f"workload {tenant}/{name} is pending: it never ran (cancel it)")
     if row.state != "running":
         raise ConflictError(f"workload {tenant}/{name} is already {row.state}")
     trow = tenants.get(session, tenant)
