@@ -316,6 +316,17 @@ def test_domestic_first_within_a_factor_of_the_best() -> None:
     assert sched(c, within, perf=CALIBRATED).place(serve).placement.chip == "Ascend 910B"  # type: ignore[union-attr]
 
 
+def test_cost_aware_does_not_take_an_unknown_cost_for_free() -> None:
+    c = cluster(
+        nodes("bj", "CN", "H20", 1, cost_micros=7_200_000),
+        nodes("sg", "SG", "H100 SXM", 1),  # quoted in another currency: unknown here
+    )
+    w = work("w", 8, model_id="qwen2.5-7b-instruct", kind="finetune")
+    found = sched(c, COST).place(w).placement
+    assert found is not None
+    assert found.chip == "H20"
+
+
 def test_cost_aware_takes_the_cheapest_that_meets_the_deadline() -> None:
     c = cluster(
         nodes("bj", "CN", "H100 SXM", 1, cost_micros=2_000_000),
@@ -494,3 +505,11 @@ def test_module_level_place_does_not_change_the_cluster() -> None:
     assert d.placement is not None
     assert c.utilisation() == 0
     assert d.explanation.to_json()["placed"] is True
+
+
+def test_an_empty_fleet_places_nothing() -> None:
+    c = ClusterView([])
+    assert c.utilisation() == 0.0
+    decision = sched(c).place(work("w", 1))
+    assert decision.placement is None
+    assert sched(c).schedule_round([work("w", 1)]).placed == ()

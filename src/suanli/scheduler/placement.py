@@ -3,13 +3,15 @@
 **Filters**, in order, each removing nodes with a reason (worded in ``explain``):
 ``state`` (not ready), ``chip`` (the constraint), ``memory`` (the model does not fit, from
 the perf model), ``residency`` (country), ``topology`` (the gang could never fit in one
-node / island / data center of that chip), ``capacity`` (not enough free now), and
+node / island / data center of that chip): these depend on the request alone
+(``suanli.scheduler.shape``); then ``capacity`` (not enough free now), and
 ``compliance``: ``suanli.policy.evaluate.evaluate_placement``, asked per (data center,
 chip) of a candidate in score order, never per node (``ComplianceGate``). Every placement
-passes the engine for its exact data center, chip, count and the tenant's holdings this
-round; a refusal is reused for the other data centers of that country with that chip (the
-rules speak of countries and tenants), and for larger asks of the same tenant. In a round,
-``reservation`` keeps backfilled work off the nodes held for the blocked head job.
+passes the engine for its data center, chip, count and the tenant's holdings this round,
+or is covered by an answer to a question that asked and held no less; a refusal is reused
+for the other data centers of that country with that chip (the rules speak of countries
+and tenants), and for larger asks of the same tenant. In a round, ``reservation`` keeps
+backfilled work off the nodes held for the blocked head job.
 
 **Scores**: a policy ranks candidate pools first on a preference (``throughput`` from the
 perf model; ``domestic``: domestic chips whose throughput is within ``domestic_factor`` of
@@ -24,20 +26,23 @@ not use (all of it when the request cannot run there at all).
 node can hold it, else the fewest nodes of one island / data center / the fleet.
 
 **Rounds** place high priority before spot, then first come first served, with EASY
-backfilling: the first job that cannot start gets a reservation (nodes and the earliest
-time they free up, from running jobs' expected ends); later jobs may start only off those
-nodes, or on them when their ``runtime_s`` ends before the reservation. A high job that
-does not fit may preempt spot work (newest first) in the scope that needs the fewest
+backfilling (``suanli.scheduler.backfill``): the first job that cannot start gets a
+reservation (nodes and the earliest time they free up, from running jobs' expected ends);
+later jobs may start only off those nodes, or on them when their ``runtime_s`` ends
+before the reservation. A high job that does not fit may preempt spot work
+(``suanli.scheduler.preempt``): newest first, in the scope that needs the fewest
 preempted accelerators; the victims are returned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeVar, cast
+from typing import Literal
 
 import numpy as np
 
@@ -47,15 +52,13 @@ from suanli.policy.rules import RuleSet
 from suanli.policy.snapshot import (
     FleetSnapshot,
 )
+from suanli.scheduler.backfill import Reservation, reserve
 from suanli.scheduler.explain import (
     Explanation,
     FilterReport,
     assemble,
     capacity_report,
-    grouped,
     report,
-    state_report,
-    topology_report,
 )
 from suanli.scheduler.fragmentation import (
     DEFAULT_TARGET,
@@ -66,6 +69,8 @@ from suanli.scheduler.fragmentation import (
     target_of,
 )
 from suanli.scheduler.gate import ComplianceGate, catalog_class_of
+from suanli.scheduler.preempt import MAX_PREEMPTION_SCOPES, Preemption, preempt
+from suanli.scheduler.shape import Shape, Shapes
 from suanli.scheduler.workload import (
     WHOLE,
     BoolArray,
@@ -85,6 +90,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "DOMESTIC_FIRST",
     "FRAGMENTATION",
+    "MAX_PREEMPTION_SCOPES",
     "POLICIES",
     "SPREAD",
     "THROUGHPUT",
@@ -105,10 +111,8 @@ __all__ = [
     "target_of",
 ]
 
-_T = TypeVar("_T")
 Pack = Literal["binpack", "spread", "fragmentation"]
 Prefer = Literal["none", "throughput", "domestic", "cost"]
-MAX_PREEMPTION_SCOPES = 32  # scopes (pools, data centers) a blocked job tries preempting in
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,20 +153,6 @@ class Pending:
     explanation: Explanation | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Preemption:
-    victim: str
-    by: str
-    placement: Placement
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    workload: str
-    nodes: tuple[str, ...]
-    start: float
-
-
 @dataclass(frozen=True)
 class RoundResult:
     """What a round placed (in order), what waits and why, the spot work it stopped, the
@@ -175,30 +165,39 @@ class RoundResult:
     backfilled: tuple[str, ...] = ()
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (when it runs): a round makes and drops
+    many small objects, no reference cycles among them, and each full collection would walk
+    the whole fleet's index (0.2-0.4 s of a round at 100,000 accelerators). Reference
+    counting frees as always. What the round made and kept (placements, the cluster's
+    records, the gate's answers) is long-lived: it goes straight to the oldest generation,
+    as young collections would send it after walking it (unless objects were frozen before:
+    ``gc.freeze`` is theirs then)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
+        gc.enable()
+
+
+def _in_combos(c: ClusterView, combos: Iterable[int]) -> BoolArray:
+    """Per pool: is its (country, chip) combo (``ClusterView.pool_combo``) in ``combos``?"""
+    inside = np.zeros(len(c.countries) * len(c.chip_names), dtype=np.bool_)
+    inside[list(combos)] = True
+    found: BoolArray = inside[c.pool_combo]
+    return found
+
+
 @functools.cache
 def default_perf() -> PerfModel:
     return PerfModel()
-
-
-@dataclass
-class _Shape:
-    """What depends on the request alone: static filters and the perf rate per pool."""
-
-    k: int
-    mask: BoolArray
-    wording: list[Callable[[], FilterReport]]
-    rate: FloatArray  # per pool; 0 = unknown
-    tokens_rate: bool  # the rate is tokens/s (a model was named)
-    chip_rate: list[float]  # per chip
-    ok: list[bool]  # mask, as a list
-    chips: list[int]  # chips with a pool in mask
-    _reports: list[FilterReport] | None = None
-
-    @property
-    def reports(self) -> list[FilterReport]:
-        if self._reports is None:
-            self._reports = [word() for word in self.wording]
-        return self._reports
 
 
 @dataclass
@@ -231,8 +230,9 @@ class Scheduler:
         self.target: Target = policy.target or DEFAULT_TARGET
         self._deltas: dict[tuple[tuple[int, ...], int, int], tuple[float, int]] = {}
         self.reserved: dict[int, float] = {}
-        self._shapes: dict[tuple[object, ...], _Shape] = {}
-        self._memos: dict[tuple[object, ...], object] = {}
+        self._shapes = Shapes(cluster, self.perf)
+        self._chip_combos: dict[int, set[int]] = {}
+        self._units: dict[str, tuple[IntArray, BoolArray, IntArray]] = {}
         self.gate = ComplianceGate(cluster, rules, snapshot, self.class_of)
 
     # --- public ---------------------------------------------------------------------------
@@ -255,6 +255,10 @@ class Scheduler:
         """Place ``pending`` in priority order with EASY backfilling and preemption of spot
         work, updating the cluster as it goes. ``explain``: explain each job left waiting."""
         self.now = self.now if now is None else now
+        with _collector_paused():
+            return self._round(pending, explain)
+
+    def _round(self, pending: Sequence[Workload], explain: bool) -> RoundResult:
         self.target = self.policy.target or target_of(pending, self.cluster.slots)
         self._deltas = {}
         self.reserved = {}
@@ -264,11 +268,11 @@ class Scheduler:
         backfilled: list[str] = []
         reservation: Reservation | None = None
         for w in sorted(pending, key=lambda w: (w.priority != "high", w.submitted_at, w.id)):
-            shape = self._shape(w)
-            feasible = bool(shape.mask.any())
+            shape = self._shapes.of(w)
+            feasible = shape.feasible
             placement = self._place(w, shape, None) if feasible else None
             if placement is None and feasible and w.priority == "high":
-                victims, placement = self._preempt(w, shape)
+                victims, placement = preempt(self, w, shape)
                 preempted += [Preemption(v.workload.id, w.id, v.placement) for v in victims]
             if placement is not None:
                 self._commit(w, placement)
@@ -279,7 +283,7 @@ class Scheduler:
             expl = self.explain(w) if explain else None
             waiting.append(Pending(w.id, expl.outcome if expl else "does not fit now", expl))
             if reservation is None and feasible:
-                reservation = self._reserve(w, shape)
+                reservation = reserve(self, w, shape)
                 if reservation is not None:
                     index = self.cluster.index
                     self.reserved = {index[n]: reservation.start for n in reservation.nodes}
@@ -290,78 +294,13 @@ class Scheduler:
 
     # --- filters: state, chip, memory, residency, topology (the request alone) -------------
 
-    def _shape(self, w: Workload) -> _Shape:
-        key: tuple[object, ...] = (w.kind, w.model_id, w.precision, w.accelerators, w.gpu_milli)
-        key += (w.gang, w.topology, w.chips, w.residency)
-        shape = self._shapes.get(key)
-        if shape is None:
-            shape = self._shapes[key] = self._build_shape(w)
-        return shape
-
-    def _build_shape(self, w: Workload) -> _Shape:
-        """The static filters as masks; their reports are worded only when asked for."""
-        c = self.cluster
-        k = w.accelerators if w.gang else 1
-        chips = self._memo(
-            ("chip", w.chips),
-            lambda: [w.chips.refusal(x, c.chip_stack[i], c.chip_memory[i])
-                     for i, x in enumerate(c.chip_names)],
-        )  # fmt: skip
-        ests = self._memo(
-            ("perf", w.kind, w.model_id, w.precision, k, w.gpu_milli),
-            lambda: [self.perf.throughput(w.kind, w.model_id, x, w.precision, k,
-                                          gpu_milli=w.gpu_milli) for x in c.chip_names],
-        )  # fmt: skip
-        memory = [None if w.model_id is None or e.fits else e.memory for e in ests]
-        res = w.residency
-        where = "/".join(sorted(res or ())) or "no country"
-        places = [
-            None if res is None or x in res else f"{x} is outside {where}" for x in c.countries
-        ]
-        chip_ok = np.array([a is None and b is None for a, b in zip(chips, memory, strict=True)])
-        country_ok = np.array([r is None for r in places], dtype=np.bool_)
-        ready = c.pool_ready > 0
-        by_chip = ready & np.array([r is None for r in chips], dtype=np.bool_)[c.pool_chip]
-        alive = ready & chip_ok[c.pool_chip]
-        after_res = alive & country_ok[c.pool_country]
-        ok = self._topology_ok(w, k, after_res)
-        mask = after_res & ok
-        nodes = c.pool_ready
-        wording: list[Callable[[], FilterReport]] = [
-            lambda: state_report(c),
-            lambda: grouped("chip", chips, c.pool_chip, ready & ~by_chip, nodes),
-            lambda: grouped("memory", memory, c.pool_chip, by_chip & ~alive, nodes),
-            lambda: grouped("residency", places, c.pool_country, alive & ~after_res, nodes),
-            lambda: topology_report(c, w, k, after_res & ~ok),
-        ]
-        if w.model_id is None:
-            del wording[2]
-        chip_rate = [e.rate or 0.0 for e in ests]
-        present = [i for i, good in enumerate(chip_ok.tolist()) if good]
-        rate = np.array(chip_rate)[c.pool_chip]
-        return _Shape(
-            k, mask, wording, rate, w.model_id is not None, chip_rate, mask.tolist(), present
-        )
-
-    def _memo(self, key: tuple[object, ...], make: Callable[[], _T]) -> _T:
-        if key not in self._memos:
-            self._memos[key] = make()
-        return cast(_T, self._memos[key])
-
-    def _topology_ok(self, w: Workload, k: int, alive: BoolArray) -> BoolArray:
-        c = self.cluster
-        one_node: BoolArray = c.pool_size >= k
-        if w.topology == "node" or not w.gang or w.gpu_milli < WHOLE:
-            return one_node
-        units = c.scope_units(w.topology)
-        inside = alive & (units >= 0)
-        cap = np.bincount(units[inside], weights=c.pool_capacity[inside], minlength=len(units))
-        return one_node | ((units >= 0) & (cap[np.maximum(units, 0)] >= k))
+    def _shape(self, w: Workload) -> Shape:
+        return self._shapes.of(w)
 
     # --- score and select -----------------------------------------------------------------
 
     def _place(
-        self, w: Workload, shape: _Shape, notes: _Notes | None, restrict: BoolArray | None = None
+        self, w: Workload, shape: Shape, notes: _Notes | None, restrict: BoolArray | None = None
     ) -> Placement | None:
         cand = shape.mask if restrict is None else shape.mask & restrict
         if notes is not None:
@@ -370,9 +309,9 @@ class Scheduler:
             return self._replicas(w, shape, cand, notes)
         found = None
         if shape.k <= self.cluster.slots:
-            found = self._single(w, shape, cand.copy(), notes, restrict is None)
+            found = self._single(w, shape, cand, notes, restrict is None)
         if found is None and w.gang and w.topology != "node" and w.gpu_milli == WHOLE:
-            found = self._gang(w, shape, cand.copy(), notes)
+            found = self._gang(w, shape, cand, notes)
         return found
 
     def _delta(self, sig: tuple[int, ...], k: int, d: int) -> tuple[float, int]:
@@ -386,7 +325,7 @@ class Scheduler:
         t = self.reserved.get(n)
         return t is None or (w.runtime_s is not None and self.now + w.runtime_s <= t)
 
-    def _prefs(self, idx: IntArray, w: Workload, shape: _Shape) -> tuple[FloatArray, FloatArray]:
+    def _prefs(self, idx: IntArray, w: Workload, shape: Shape) -> tuple[FloatArray, FloatArray]:
         """The policy's preference of each pool of ``idx``: (tier, value), higher first."""
         c, prefer = self.cluster, self.policy.prefer
         rate = shape.rate[idx]
@@ -403,9 +342,12 @@ class Scheduler:
         if w.deadline is not None and w.tokens is not None and shape.tokens_rate:
             meets = known & (self.now + w.tokens / np.where(known, rate, 1.0) <= w.deadline)
         tier = np.where(meets, 2.0, np.where(known | (w.deadline is not None), 0.0, 1.0))
-        return tier, np.where(meets, -per_work, np.where(known, rate, -cost))
+        # a pool without a known cost (0) is not free: it ranks after the priced ones
+        priced = cost > 0
+        tier = 2.0 * tier + priced
+        return tier, np.where(meets & priced, -per_work, np.where(known, rate, -cost))
 
-    def _top(self, idx: IntArray, w: Workload, shape: _Shape) -> IntArray:
+    def _top(self, idx: IntArray, w: Workload, shape: Shape) -> IntArray:
         """The pools of ``idx`` that tie first on the policy's preference."""
         if self.policy.prefer == "none" or len(idx) < 2:
             return idx
@@ -418,7 +360,7 @@ class Scheduler:
         top = idx[first & (value >= value[first].max() - 1e-9)]
         return top
 
-    def _order(self, idx: IntArray, w: Workload, shape: _Shape) -> IntArray:
+    def _order(self, idx: IntArray, w: Workload, shape: Shape) -> IntArray:
         """``idx``, best preference first (pool id breaks ties)."""
         if self.policy.prefer == "none" or len(idx) < 2:
             return idx
@@ -426,7 +368,7 @@ class Scheduler:
         ranked: IntArray = idx[np.lexsort((idx, -value, -tier))]
         return ranked
 
-    def _pref_score(self, p: int, w: Workload, shape: _Shape) -> list[tuple[str, float]]:
+    def _pref_score(self, p: int, w: Workload, shape: Shape) -> list[tuple[str, float]]:
         prefer, rate = self.policy.prefer, float(shape.rate[p])
         out: list[tuple[str, float]] = []
         if prefer == "domestic":
@@ -440,7 +382,7 @@ class Scheduler:
         return out
 
     def _single(
-        self, w: Workload, shape: _Shape, cand: BoolArray, notes: _Notes | None, indexed: bool
+        self, w: Workload, shape: Shape, cand: BoolArray, notes: _Notes | None, indexed: bool
     ) -> Placement | None:
         """One node. Whole devices under a per-chip preference walk the fit index (pure
         Python, fast); the rest rank the candidate pools as arrays."""
@@ -450,13 +392,14 @@ class Scheduler:
         skip_pools: set[int] = set()
         if notes is not None:
             for sentence, combos in known.items():
-                alike = cand & np.isin(c.pool_combo, list(combos))
+                alike = cand & _in_combos(c, combos)
                 notes.refused[sentence] += int(c.pool_ready[alike].sum())
         fast = indexed and d == WHOLE and self.policy.prefer != "cost"
+        track = not fast or notes is not None  # cand: the pools left (else the index says)
         if not fast:
-            cand &= (c.maxwhole >= k) if d == WHOLE else (c.maxfree >= d)
+            cand = cand & ((c.maxwhole >= k) if d == WHOLE else (c.maxfree >= d))
             if skip_combos:
-                cand &= ~np.isin(c.pool_combo, list(skip_combos))
+                cand &= ~_in_combos(c, skip_combos)
         while True:
             if fast:
                 p = self._indexed_pool(w, shape, k, skip_pools, skip_combos)
@@ -469,24 +412,27 @@ class Scheduler:
                 if notes is not None:
                     notes.reserved += sum(n in self.reserved for n in c.pool_members(p))
                 skip_pools.add(p)
-                cand[p] = False
+                if track:
+                    cand = cand.copy()
+                    cand[p] = False
                 continue
             n, devices, packing = pick
             chip, dc = c.pools.keys[p][0], c.pools.keys[p][1]
-            refusal = self.gate.check(w, chip, ((dc, k),))
+            refusal = self.gate.refusal(w, dc, chip, k)
             if refusal is not None:
-                alike = c.pool_combo == c.combos[p]
-                if notes is not None:
-                    notes.refused[refusal[1]] += int(c.pool_ready[cand & alike].sum())
                 skip_combos.add(c.combos[p])
-                cand &= ~alike
+                if track:
+                    alike = c.pool_combo == c.combos[p]
+                    if notes is not None:
+                        notes.refused[refusal] += int(c.pool_ready[cand & alike].sum())
+                    cand = cand & ~alike
                 continue
             name = "fragmentation_delta" if self.policy.pack == "fragmentation" else "free_after"
             score = (*self._pref_score(p, w, shape), (name, packing))
             return Placement(w.id, chip, (Slot(c.nodes[n].name, devices, d),), ((dc, k),), score)
 
     def _vector_pool(
-        self, w: Workload, shape: _Shape, cand: BoolArray, k: int, d: int
+        self, w: Workload, shape: Shape, cand: BoolArray, k: int, d: int
     ) -> int | None:
         """The best candidate pool: first on the policy's preference, then packing."""
         c = self.cluster
@@ -501,7 +447,7 @@ class Scheduler:
         return int(idx[np.argmin(np.where(pm >= d, pm, 2 * WHOLE))])
 
     def _indexed_pool(
-        self, w: Workload, shape: _Shape, k: int, skip_pools: set[int], skip_combos: set[int]
+        self, w: Workload, shape: Shape, k: int, skip_pools: set[int], skip_combos: set[int]
     ) -> int | None:
         """``_vector_pool`` for whole devices when the preference is per chip: per eligible
         chip, the first pool of the fit index at the tightest (or, to spread, loosest) fit;
@@ -509,25 +455,37 @@ class Scheduler:
         c, ok, combos = self.cluster, shape.ok, self.cluster.combos
         spread = self.policy.pack == "spread"
         fits = range(c.slots, k - 1, -1) if spread else range(k, c.slots + 1)
-        avail: list[tuple[int, int, int]] = []  # (chip, pool, whole free)
-        for chip in shape.chips:
+        prefer, rate = self.policy.prefer, shape.chip_rate
+
+        def first(chip: int) -> tuple[int, int] | None:  # (packing key, pool)
             index = c.fit_index[chip]
             for f in fits:
                 for p in index[f]:
                     if ok[p] and p not in skip_pools and combos[p] not in skip_combos:
-                        avail.append((chip, p, -f if spread else f))
-                        break
-                else:
-                    continue
-                break
+                        return -f if spread else f, p
+            return None
+
+        chips = shape.by_rate if prefer == "throughput" else shape.chips
+        if skip_combos:  # chips refused in every country they are in
+            chips = [x for x in chips if not self._refused_everywhere(x, skip_combos)]
+        if prefer == "throughput":  # the fastest chip with a fit, then the tightest fit
+            found: tuple[float, int, int] | None = None
+            for chip in chips:
+                if found is not None and -rate[chip] > found[0]:
+                    break
+                hit = first(chip)
+                if hit is not None and (found is None or (-rate[chip], hit[0]) < found[:2]):
+                    found = (-rate[chip], hit[0], hit[1])
+            return None if found is None else found[2]
+        avail: list[tuple[int, int, int]] = []  # (chip, pool, packing key)
+        for chip in chips:
+            hit = first(chip)
+            if hit is not None:
+                avail.append((chip, hit[1], hit[0]))
         if not avail:
             return None
-        rate = shape.chip_rate
-        prefer = self.policy.prefer
         if prefer == "none":
             return min(avail, key=lambda a: a[2])[1]
-        if prefer == "throughput":
-            return min(avail, key=lambda a: (-rate[a[0]], a[2]))[1]
         best = max(rate[a[0]] for a in avail)
         factor = self.policy.domestic_factor
 
@@ -535,6 +493,16 @@ class Scheduler:
             return c.chip_domestic[chip] and (rate[chip] * factor >= best or best <= 0)
 
         return min(avail, key=lambda a: (not near(a[0]), -rate[a[0]], a[2]))[1]
+
+    def _refused_everywhere(self, chip: int, combos: set[int]) -> bool:
+        """Whether every (country, chip) combo of ``chip`` in the fleet is in ``combos``."""
+        c = self.cluster
+        within = self._chip_combos.get(chip)
+        if within is None:
+            within = self._chip_combos[chip] = {
+                int(x) for x in np.unique(c.pool_combo[c.pool_chip == chip])
+            }
+        return within <= combos
 
     def _pick_node(
         self, p: int, w: Workload, k: int, d: int
@@ -546,9 +514,10 @@ class Scheduler:
         check = self._usable if self.reserved else None
         if d == WHOLE:
             seen: set[tuple[int, ...]] = set()  # nodes of one shape score alike: the first
-            uniform = c.partial_max[p] == 0  # no shared device: one shape per free count
+            uniform = c.pool_partial[p] == 0  # no shared device: one shape per free count
+            buckets = c.pools.buckets[p]
             for f in range(c.slots, k - 1, -1) if pack == "spread" else range(k, c.slots + 1):
-                for n in c.bucket(p, f):
+                for n in buckets[f]:
                     if check is not None and not check(n, w):
                         continue
                     if pack != "fragmentation":
@@ -589,24 +558,24 @@ class Scheduler:
         return best[2], (best[3],), best[0] if pack == "fragmentation" else abs(best[0])
 
     def _gang(
-        self, w: Workload, shape: _Shape, cand: BoolArray, notes: _Notes | None
+        self, w: Workload, shape: Shape, cand: BoolArray, notes: _Notes | None
     ) -> Placement | None:
         """A gang over the fewest nodes of one island / data center / the fleet (one chip)."""
         c, k = self.cluster, shape.k
-        units = c.scope_units(w.topology)
-        cand &= (units >= 0) & (c.whole_total > 0)
+        units, inside, clipped = self._scopes(w.topology)
+        cand = cand & inside & (c.whole_total > 0)
         for sentence, combos in self.gate.known(w, 1).items():
-            gone = cand & np.isin(c.pool_combo, list(combos))
+            gone = cand & _in_combos(c, combos)
             if notes is not None:
                 notes.refused[sentence] += int(c.pool_ready[gone].sum())
             cand &= ~gone
-        clipped = np.maximum(units, 0)
         anywhere = w.topology == "any"  # else a unit passes or fails the filters as a whole
-        free: IntArray | FloatArray = c.whole_total if w.topology == "island" else c.group_whole
-        while cand.any():
+        island = w.topology == "island"  # a pool's unit is itself: no gather
+        free: IntArray | FloatArray = c.whole_total if island else c.group_whole
+        while True:  # fits is within cand: none left, none fits
             if anywhere:
                 free = np.bincount(units[cand], weights=c.whole_total[cand], minlength=len(units))
-            fits = cand & (free[clipped] >= k)
+            fits = cand & ((free if island else free[clipped]) >= k)
             if not fits.any():
                 return None
             idx = self._top(np.flatnonzero(fits), w, shape)
@@ -618,8 +587,10 @@ class Scheduler:
             if anywhere:  # pools of several data centers: the preferred ones first
                 found = self._order(found, w, shape)
             members: list[int] = found.tolist()
-            nodes = [(f, n) for p in members for f in range(c.slots, 0, -1) for n in c.bucket(p, f)]
-            nodes = [(f, n) for f, n in nodes if self._usable(n, w)]
+            buckets = c.pools.buckets
+            nodes = [(f, n) for p in members for f in range(c.slots, 0, -1) for n in buckets[p][f]]
+            if self.reserved:
+                nodes = [(f, n) for f, n in nodes if self._usable(n, w)]
             if sum(f for f, _ in nodes) < k:
                 if notes is not None:
                     held = (n for p in members for n in c.pool_members(p))
@@ -643,10 +614,18 @@ class Scheduler:
             score = [*self._pref_score(members[0], w, shape), ("nodes", float(len(take)))]
             score.append(("scope_free_after", float(free[u] - k)))
             return Placement(w.id, chip, slots, tuple(sorted(parts.items())), tuple(score))
-        return None
+
+    def _scopes(self, topology: str) -> tuple[IntArray, BoolArray, IntArray]:
+        """Per pool: its gang scope unit (``ClusterView.scope_units``), whether it has one,
+        and the unit or 0."""
+        found = self._units.get(topology)
+        if found is None:
+            units = self.cluster.scope_units(topology)
+            found = self._units[topology] = (units, units >= 0, np.maximum(units, 0))
+        return found
 
     def _replicas(
-        self, w: Workload, shape: _Shape, cand: BoolArray, notes: _Notes | None
+        self, w: Workload, shape: Shape, cand: BoolArray, notes: _Notes | None
     ) -> Placement | None:
         """Independent single devices, one chip, as many as fit (at least one)."""
         c = self.cluster
@@ -691,91 +670,10 @@ class Scheduler:
         for dc, n in run.placement.parts:
             self.gate.hold(run.workload.tenant.name, dc, run.placement.chip, n)
 
-    # --- preemption and reservation -------------------------------------------------------
-
-    def _preempt(self, w: Workload, shape: _Shape) -> tuple[list[Running], Placement | None]:
-        """Spot work to stop so that ``w`` fits: in each scope (pool; or data center / chip
-        for gangs spanning those) holding spot work, stop the newest until it fits; keep the
-        scope that stops the fewest accelerators."""
-        c = self.cluster
-        spot = c.spot
-        pools = np.array(sorted(p for p, ids in spot.items() if ids and shape.mask[p]), np.int64)
-        if not len(pools):
-            return [], None
-        wide = w.gang and w.topology in ("data_center", "any") and w.gpu_milli == WHOLE
-        units = c.scope_units(w.topology) if wide else np.arange(len(c.pool_chip))
-        ranked = self._order(pools, w, shape)
-        scopes = list(dict.fromkeys(int(units[p]) for p in ranked))[:MAX_PREEMPTION_SCOPES]
-        best: tuple[int, int, list[str]] | None = None
-        for u in scopes:
-            inside = np.flatnonzero(units == u)
-            victims = sorted({v for p in inside for v in spot.get(int(p), ())},
-                             key=lambda v: (-c.running[v].workload.submitted_at, v))  # fmt: skip
-            stopped: list[Running] = []
-            fits = False
-            for v in victims:
-                stopped.append(self._uncommit(v))
-                if self._place(w, shape, None, units == u) is not None:
-                    fits = True
-                    break
-            for run in reversed(stopped):
-                self._recommit(run)
-            cost = sum(r.placement.count for r in stopped)
-            if fits and (best is None or cost < best[0]):
-                best = (cost, u, [r.workload.id for r in stopped])
-        if best is None:
-            return [], None
-        runs = [self._uncommit(v) for v in best[2]]
-        return runs, self._place(w, shape, None, units == best[1])
-
-    def _reserve(self, w: Workload, shape: _Shape) -> Reservation | None:
-        """EASY: the nodes where ``w`` can start first as running work with a known end
-        leaves, and when. ``None`` when no known end ever frees enough."""
-        c, k, d = self.cluster, shape.k, w.gpu_milli
-        best: tuple[float, list[int]] | None = None
-        multi = w.gang and w.topology != "node" and d == WHOLE
-        units = c.scope_units(w.topology)
-        events: dict[int, list[tuple[float, int, int]]] = {}
-        allowed: dict[tuple[int, int], bool] = {}  # (country, chip), as in _single
-        for p in np.flatnonzero(shape.mask):
-            alike = (int(c.pool_country[p]), int(c.pool_chip[p]))
-            if alike not in allowed:
-                chip, dc = c.group_names[int(c.pool_group[p])]
-                allowed[alike] = self.gate.check(w, chip, ((dc, k),)) is None
-            if not allowed[alike]:
-                continue
-            for n in c.pool_members(int(p)):
-                line = c.timeline(n, self.now)
-                for t, whole, top in line if k <= c.slots else ():
-                    if (whole >= k if d == WHOLE else top >= d) and (best is None or t < best[0]):
-                        best = (t, [n])
-                        break
-                if multi and units[p] >= 0:
-                    prev = 0
-                    for t, whole, _ in line:
-                        events.setdefault(int(units[p]), []).append((t, n, whole - prev))
-                        prev = whole
-        for evs in events.values():
-            have = Counter[int]()
-            evs.sort(key=lambda e: e[0])
-            for i, (t, n, delta) in enumerate(evs):
-                have[n] += delta
-                last_at_t = i + 1 == len(evs) or evs[i + 1][0] > t
-                if last_at_t and sum(have.values()) >= k:
-                    if best is None or t < best[0]:
-                        best = (
-                            t,
-                            [n for n, _ in cover([(f, n) for n, f in have.items() if f], k)],
-                        )
-                    break
-        if best is None:
-            return None
-        return Reservation(w.id, tuple(c.nodes[n].name for n in best[1]), best[0])
-
     # --- explanation ----------------------------------------------------------------------
 
     def _explain(
-        self, w: Workload, shape: _Shape, notes: _Notes, placement: Placement | None
+        self, w: Workload, shape: Shape, notes: _Notes, placement: Placement | None
     ) -> Explanation:
         filters = [*shape.reports]
         if notes.capacity is not None:

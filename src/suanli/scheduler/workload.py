@@ -17,6 +17,7 @@ have such a node (``fit_index``), so the tightest fit of a chip is a dictionary 
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -243,8 +244,10 @@ class ClusterView:
         self.pool_combo: IntArray = self.pool_country * len(self.chip_names) + self.pool_chip
         groups = {k: i for i, k in enumerate(sorted({(k[0], k[1]) for k in self.pools.keys}))}
         self.group_names = sorted(groups)  # (chip, data center) per group id
-        self.pool_group: IntArray = np.array([groups[(k[0], k[1])] for k in self.pools.keys])
-        self.pool_island: BoolArray = np.array([bool(k[2]) for k in self.pools.keys])
+        self.pool_group: IntArray = np.array(
+            [groups[(k[0], k[1])] for k in self.pools.keys], dtype=np.int64
+        )
+        self.pool_island: BoolArray = np.array([bool(k[2]) for k in self.pools.keys], np.bool_)
         self.pool_domestic: BoolArray = np.zeros(p_count, dtype=np.bool_)
         self.pool_cost = np.zeros(p_count, dtype=np.float64)
         self.pool_size: IntArray = np.zeros(p_count, dtype=np.int64)  # largest node
@@ -265,6 +268,7 @@ class ClusterView:
         self._maxwhole = [0] * p_count
         self._pool_top = [0] * p_count
         self._pool_partial = [0] * p_count
+        self.pool_partial = self._pool_partial  # partial_max as a list (read only)
         self._units: dict[str, IntArray] = {}
         self.node_max: IntArray = np.zeros(len(self.nodes), dtype=np.int64)
         self.node_partial: IntArray = np.zeros(len(self.nodes), dtype=np.int64)
@@ -386,24 +390,32 @@ class ClusterView:
         self, workload: Workload, placement: Placement, expected_end: float | None = None
     ) -> None:
         """Take ``placement``'s devices; ``ConflictError`` (and no change) if any is short."""
-        if workload.id in self.running:
-            raise ConflictError(f"workload {workload.id!r} already runs")
-        idx = [(self._idx(s.node), s) for s in placement.slots]
-        if len({i for i, _ in idx}) != len(idx):
+        wid = workload.id
+        if wid in self.running:
+            raise ConflictError(f"workload {wid!r} already runs")
+        index, idx = self.index, []
+        for s in placement.slots:
+            i = index.get(s.node)
+            if i is None:
+                raise NotFoundError("node", s.node)
+            idx.append((i, s))
+        if len(idx) > 1 and len({i for i, _ in idx}) != len(idx):
             raise ConflictError("a placement names each node once")
         for i, slot in idx:
             free, devices, milli = self.free[i], slot.accelerators, slot.milli
             if not self.ready[i] or (len(devices) > 1 and len(set(devices)) != len(devices)):
                 raise ConflictError(f"node {slot.node!r} cannot hold {slot}")
+            size = len(free)
             for a in devices:
-                if not 0 <= a < len(free) or free[a] < milli:
+                if not 0 <= a < size or free[a] < milli:
                     raise ConflictError(f"node {slot.node!r} cannot hold {slot}")
+        spot = workload.priority == "spot"
         for i, slot in idx:
             self._change(i, slot, -slot.milli)
-            self.node_jobs[i][workload.id] = slot
-            if workload.priority == "spot":
-                self.spot.setdefault(self.node_pool[i], set()).add(workload.id)
-        self.running[workload.id] = Running(workload, placement, expected_end)
+            self.node_jobs[i][wid] = slot
+            if spot:
+                self.spot.setdefault(self.node_pool[i], set()).add(wid)
+        self.running[wid] = Running(workload, placement, expected_end)
 
     def release(self, workload_id: str) -> Running:
         """Give back what ``workload_id`` holds."""
@@ -453,7 +465,12 @@ class ClusterView:
         top, partial = self.top_free[i], self._node_partial[i]
         pool_top = self._pool_top[p]
         if top != old_top and (top > pool_top or old_top == pool_top):
-            new = top if top > pool_top else max(map(self.top_free.__getitem__, members))
+            if top > pool_top:
+                new = top
+            elif self._maxwhole[p]:  # a node has a whole device free
+                new = WHOLE
+            else:
+                new = max(map(self.top_free.__getitem__, members))
             self._pool_top[p] = new
             self.maxfree[p] = new
         pool_partial = self._pool_partial[p]
@@ -466,8 +483,12 @@ class ClusterView:
 
     def _node_stats(self, i: int) -> None:
         free = self.free[i]
-        top = max(free)
-        partial = max([f for f in free if 0 < f < WHOLE], default=0)
+        whole = self.whole[i]
+        if whole + free.count(0) == len(free):  # no device shared: the common case
+            top, partial = (WHOLE if whole else 0), 0
+        else:
+            top = max(free)
+            partial = max([f for f in free if 0 < f < WHOLE], default=0)
         if top != self.top_free[i]:
             self.top_free[i] = top
             self.node_max[i] = top
@@ -488,7 +509,10 @@ class ClusterView:
 
     def whole_devices(self, i: int, count: int) -> tuple[int, ...]:
         """The first ``count`` wholly free devices of node ``i``."""
-        return tuple(a for a, f in enumerate(self.free[i]) if f == WHOLE)[:count]
+        free = self.free[i]
+        if self.whole[i] == len(free):  # all free: the first ones
+            return tuple(range(min(count, len(free))))
+        return tuple([a for a, f in enumerate(free) if f == WHOLE][:count])
 
     def pool_members(self, p: int) -> list[int]:
         return self.pools.members[p]
@@ -501,12 +525,14 @@ def cover(nodes: list[tuple[int, int]], k: int) -> list[tuple[int, int]]:
     """(node, devices) covering ``k`` from (free devices, node): the fullest nodes first,
     the last piece from the tightest node that can finish it."""
     left = sorted(nodes, key=lambda x: (-x[0], x[1]))
+    keys = [-f for f, _ in left]  # ascending: the nodes that can finish are a prefix
     take: list[tuple[int, int]] = []
     rem = k
     while rem > 0 and left:
-        fit = [x for x in left if x[0] >= rem]
-        f, n = fit[-1] if fit else left[0]
-        left.remove((f, n))
+        fit = bisect.bisect_right(keys, -rem)  # how many hold at least rem
+        at = fit - 1 if fit else 0
+        f, n = left.pop(at)
+        del keys[at]
         take.append((n, min(f, rem)))
         rem -= min(f, rem)
     return take
