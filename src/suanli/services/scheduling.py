@@ -40,7 +40,7 @@ from suanli.scheduler.workload import (
     Topology,
     Workload,
 )
-from suanli.services import audit, compliance, holdings, tenants, workloads
+from suanli.services import audit, billing, compliance, holdings, tenants, workloads
 from suanli.store.locks import lock_rows
 from suanli.store.tables import DataCenterRow, NodeRow, TenantRow, WorkloadRow
 from suanli.store.types import utcnow
@@ -153,6 +153,7 @@ def _fleet(session: Session) -> _Fleet:
         )
     )
     by_id = {n.id: n for n in rows}
+    currency = billing.price_books(session).at(utcnow()).currency
     ready = {n.id for n in rows if n.state == NodeState.READY.value}
     # running spot work on ready nodes with known devices stays preemptible: the cluster
     # learns it through ``allocate``; everything else is folded into the free shares
@@ -176,7 +177,7 @@ def _fleet(session: Session) -> _Fleet:
                 for s in holdings.slots_of(w):
                     fixed_use[s.node_id].devices.difference_update(s.devices or ())
         cluster = ClusterView(
-            [_node_view(n, fixed_use[n.id], catalog) for n in rows], chips=catalog
+            [_node_view(n, fixed_use[n.id], catalog, currency) for n in rows], chips=catalog
         )
         preemptible: dict[str, WorkloadRow] = {}
         failed = None
@@ -196,7 +197,10 @@ def _fleet(session: Session) -> _Fleet:
         held_fixed.add(failed)
 
 
-def _node_view(n: NodeRow, use: holdings.NodeUse, catalog: ChipCatalog) -> NodeView:
+def _node_view(n: NodeRow, use: holdings.NodeUse, catalog: ChipCatalog, currency: str) -> NodeView:
+    """``cost_micros`` is the data center's cost in the billing ``currency``; a cost quoted
+    in another currency counts as unknown (0): the cost policy compares amounts and the
+    platform keeps no exchange rates."""
     chip = n.chip or ""
     spec = catalog.find(chip)
     free = set(use.free(n.accelerator_count))
@@ -209,7 +213,14 @@ def _node_view(n: NodeRow, use: holdings.NodeUse, catalog: ChipCatalog) -> NodeV
         island=n.island,
         free_milli=tuple(WHOLE if i in free else 0 for i in range(n.accelerator_count)),
         domestic=bool(spec and spec.domestic_cn),
-        cost_micros={c.chip: c.amount_micros for c in n.data_center.costs}.get(chip, 0),
+        cost_micros=next(
+            (
+                c.amount_micros
+                for c in n.data_center.costs
+                if c.chip == chip and c.currency == currency
+            ),
+            0,
+        ),
         state=n.state,
     )
 

@@ -623,8 +623,8 @@ class _Fastest:
         w = job.workload
         if not w.runtime_s:
             return None
-        key = (w.tenant, w.residency, w.chips, w.kind, w.model_id, w.precision, w.accelerators)
-        key += (w.gang,)
+        key: tuple[object, ...] = (w.tenant, w.residency, w.chips, w.kind, w.model_id)
+        key += (w.precision, w.accelerators, w.gang)
         if key not in self._cache:
             self._cache[key] = self._best_factor(w)
         factor = self._cache[key]

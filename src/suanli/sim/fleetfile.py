@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -82,6 +82,19 @@ class SimFleet:
         }
 
 
+def main_currency(views: Iterable[DataCenterView]) -> str:
+    """The currency most data-center costs are quoted in (ties: alphabetical)."""
+    seen = Counter(ccy for v in views for _amount, ccy in v.costs.values())
+    return min(seen, key=lambda c: (-seen[c], c)) if seen else ""
+
+
+def cost_in(view: DataCenterView, chip: str, currency: str) -> int:
+    """The data center's cost per accelerator-hour of ``chip`` if quoted in ``currency``,
+    else 0 (unknown): the cost policy compares amounts, and there is no exchange rate."""
+    amount, ccy = view.costs.get(chip, (0, ""))
+    return amount if ccy == currency else 0
+
+
 def fleet_from_parsed(parsed: ParsedFleet, catalog: ChipCatalog | None = None) -> SimFleet:
     cat = catalog if catalog is not None else load_catalog()
     views: dict[str, DataCenterView] = {}
@@ -90,6 +103,7 @@ def fleet_from_parsed(parsed: ParsedFleet, catalog: ChipCatalog | None = None) -
         costs = {c.chip: (int(c.per_accelerator_hour * _MICROS), c.currency) for c in dc.costs}
         views[dc.name] = DataCenterView(dc.name, dc.country, dc.owner_type, costs)
         regions[dc.name] = dc.region
+    currency = main_currency(views.values())
     nodes: list[NodeView] = []
     policy_nodes: list[PolicyNode] = []
     for spec in parsed.nodes:
@@ -98,7 +112,7 @@ def fleet_from_parsed(parsed: ParsedFleet, catalog: ChipCatalog | None = None) -
             continue
         view = views[spec.data_center]
         chip = cat.get(spec.chip)
-        cost = view.costs.get(chip.model, (0, ""))[0]
+        cost = cost_in(view, chip.model, currency)
         state = "idle" if str(spec.state) in IDLE_STATES else "ready"
         nodes.append(
             NodeView(
@@ -266,7 +280,7 @@ def apply_changes(
         dc = _data_center(fleet, a.where, "--add")
         spec = cat.get(a.chip, field="--add chip")
         view = fleet.snapshot.data_centers[dc]
-        cost = view.costs.get(spec.model, (0, ""))[0]
+        cost = cost_in(view, spec.model, main_currency(fleet.snapshot.data_centers.values()))
         stem = f"{dc}-sim-{_slug(spec.model)}"
         i, left = 0, a.count
         while left > 0:
