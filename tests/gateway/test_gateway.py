@@ -431,6 +431,20 @@ def test_no_ready_replica(gw: Served) -> None:
     )
 
 
+def test_a_replica_ready_since_the_last_reload_serves_at_once(
+    serve: Callable[..., Served],
+) -> None:
+    """The replica table reloads rarely here; a model deployed after the last reload is
+    not refused as unknown or not ready: the gateway reloads before it refuses."""
+    gw = serve(refresh_s=3600.0)
+    gw.world.deploy("late", [gw.fakes[1].url])
+    assert "late" not in gw.gateway.registry.entries
+    reply = gw.client().chat.completions.create(model="late", messages=CHAT)
+    assert reply.choices
+    with pytest.raises(openai.NotFoundError):  # still unknown after a reload: 404
+        gw.client().chat.completions.create(model="nowhere", messages=CHAT)
+
+
 @SQLITE
 def test_no_ready_replica_costs_no_rate_limit(gw: Served) -> None:
     """Clients retry a 503 (it says retry-after): the refusals must not use up the key's

@@ -203,6 +203,7 @@ class Gateway:
         parse: Callable[[dict[str, Any]], Call],
     ) -> None:
         start = time.perf_counter()
+        arrived = time.monotonic()
         key = await self._authenticate(scope)
         assert self.forwarder is not None, "the gateway has not started"
         exchange = Exchange(rid, key, endpoint, start, time.time())
@@ -210,6 +211,9 @@ class Gateway:
             raw = await _read_body(receive)
             call = parse(protocol.parse_json(raw))
             exchange.call = call
+            known = self.registry.entries.get(call.model)
+            if known is None or not known.handles:  # the table may be behind the database
+                await self.registry.fresh(arrived)
             entry = self._entry(call.model, key)
             exchange.entry = entry
             reserved = _reserve(call, entry.route.context_length)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,15 +56,19 @@ class Registry:
         self._handles: dict[int, Handle] = {}
         self._routers: dict[int, Router] = {}
         self.loaded = asyncio.Event()
+        self.read_at = -1e9  # when the table in place began to be read (monotonic)
+        self._reload: asyncio.Future[None] | None = None
 
     def _load(self) -> dict[str, Route]:
         with self.factory() as session:
             return deployments.routes(session)
 
     async def refresh(self) -> None:
+        began = time.monotonic()
         loop = asyncio.get_running_loop()
         table = await loop.run_in_executor(None, self._load)
         self.apply(table)
+        self.read_at = max(self.read_at, began)
 
     def apply(self, table: dict[str, Route]) -> None:
         handles: dict[int, Handle] = {}
@@ -87,6 +92,21 @@ class Registry:
                 router.forget(str(replica_id))
         self._handles, self._routers, self.entries = handles, routers, entries
         self.loaded.set()
+
+    async def fresh(self, since: float) -> None:
+        """Make sure the table in place was read from the database after ``since`` (a
+        ``time.monotonic()``): a request for a model not (yet) in the table, or without a
+        ready replica, asks before it is refused, so a replica that became ready after the
+        last reload serves at once. One reload at a time, shared by every request waiting
+        for it; on a database error the last table stands."""
+        while self.read_at < since:
+            if self._reload is None or self._reload.done():
+                self._reload = asyncio.ensure_future(self.refresh())
+            try:
+                await asyncio.shield(self._reload)
+            except SQLAlchemyError as exc:
+                log.warning("replica table not refreshed: %s", exc)
+                return
 
     async def run(self) -> None:
         while True:
