@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -325,72 +325,20 @@ def alibaba(
             raise ValidationError("--tenants must be at least 1", "--tenants")
         if mode not in ("fill", "replay"):
             raise ValidationError(f"--mode is fill or replay, not {mode!r}", "--mode")
-        work, dropped, f = _alibaba(pods, nodes, fleet, tenants, jobs, hours)
         if mode == "fill":
-            _fill(work, f, c, policies, until, seed)
+            from suanli.cli.sim_fill import fill_command, fill_options
+
+            names = fill_options(policies, until)
+            config = _config(c)
+            work, _dropped, f = _alibaba(pods, nodes, fleet, tenants, jobs, hours)
+            out = c.out if c.out is not None else Path("sim-alibaba")
+            fill_command(work, f, config.rules, names, until, seed, out, c.as_json)
             return
+        work, dropped, f = _alibaba(pods, nodes, fleet, tenants, jobs, hours)
         run = _run("alibaba", work, f, c)
         run.dropped["no run time"] = dropped
         note = f"{dropped} GPU pods without a run time left out" if dropped else ""
         _finish("Alibaba 2023 replay", [run], c, "sim-alibaba", [note] if note else [])
-
-
-def _fill(
-    work: list[SimJob], fleet: SimFleet, c: _Common, policies: str, until: float, seed: int
-) -> None:
-    from suanli.scheduler.placement import POLICIES
-    from suanli.sim.fill import fill
-    from suanli.sim.fill_report import fill_rows, fill_summary, write_fill_reports
-
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [n for n in names if n not in POLICIES]
-    if not names or unknown:
-        raise ValidationError(
-            f"--policies: unknown {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(POLICIES)}",
-            "--policies",
-        )
-    if not 0 < until <= 10:
-        raise ValidationError("--until is in (0, 10] (times the fleet's capacity)", "--until")
-    config = _config(c)
-    workloads = [j.workload for j in work]
-    runs = []
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=c.as_json,
-    ) as bar:
-        for name in names:
-            task = bar.add_task(f"fill: {name}", total=1.0)
-
-            def step(done: float, task: Any = task) -> None:
-                bar.update(task, completed=done)
-
-            runs.append(
-                fill(
-                    workloads,
-                    list(fleet.nodes),
-                    fleet.snapshot,
-                    POLICIES[name],
-                    rules=config.rules,
-                    until=until,
-                    seed=seed,
-                    progress=step,
-                )
-            )
-    out = c.out if c.out is not None else Path("sim-alibaba")
-    title = "Alibaba 2023: filling the fleet, per policy"
-    notes = [f"{len(workloads):,} GPU pods drawn with replacement (seed {seed})"]
-    write_fill_reports(out, runs, title, notes)
-    if c.as_json:
-        print_json([fill_summary(r) for r in runs])
-        return
-    head, rows = fill_rows(runs)
-    table(title, head, rows)
-    console.print(f"report: {out / 'report.html'}", highlight=False)
 
 
 def _alibaba(
