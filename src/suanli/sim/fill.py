@@ -9,7 +9,7 @@ that arrived and the share of the fleet allocated, both as fractions of the flee
 capacity. A policy that fragments less keeps allocating after a fragmenting one starts
 refusing pods that would fit in the free capacity taken as a whole.
 
-Every placement is also checked by the simulator's own compliance check (``cluster``'s
+Every placement is also checked by the simulator's own compliance check (``checker``'s
 ``ComplianceChecker``), apart from the scheduler: the violation count must stay 0.
 """
 
@@ -27,7 +27,7 @@ from suanli.policy.snapshot import FleetSnapshot
 from suanli.scheduler.fragmentation import fragmentation, target_of
 from suanli.scheduler.placement import Policy, Scheduler
 from suanli.scheduler.workload import WHOLE, ClusterView, NodeView, Workload
-from suanli.sim.cluster import ComplianceChecker, Violation
+from suanli.sim.checker import ComplianceChecker, Violation
 
 __all__ = ["FillRun", "demand_milli", "fill"]
 
