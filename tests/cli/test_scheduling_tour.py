@@ -88,5 +88,8 @@ def test_submit_without_a_node_and_the_loop_places_it(tmp_path: Path) -> None:
         again = up.cli("workloads", "cancel", "acme", "huge", check=False)
         assert again.returncode == 1
         assert "already cancelled" in again.stderr
+        up.cli("workloads", "cancel", "acme", "pretrain")
+        ended = up.cli("workloads", "why", "acme", "pretrain").stdout
+        assert ended.startswith("acme/pretrain is cancelled; it was placed as follows")
     finally:
         stop(up)

@@ -349,6 +349,8 @@ def workloads_why(tenant: str, name: str, as_json: bool = JsonOpt) -> None:
     if as_json:
         print_json(body)
         return
+    if body["state"] not in ("pending", "running"):  # the explanation is of its last placement
+        typer.echo(f"{tenant}/{name} is {body['state']}; it was placed as follows")
     typer.echo(body["text"])
 
 
