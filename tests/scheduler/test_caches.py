@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Iterable
 
 import pytest
 
 from suanli.policy.evaluate import evaluate_placement
-from suanli.policy.rules import RuleSet, default_rules, parse_rules
+from suanli.policy.rules import RuleSet, parse_rules
 from suanli.policy.snapshot import (
     Allocation,
-    DataCenterView,
     FleetSnapshot,
     PlacementView,
     Residency,
@@ -26,35 +24,13 @@ from suanli.policy.snapshot import (
 )
 from suanli.scheduler.gate import ComplianceGate, catalog_class_of
 from suanli.scheduler.placement import BINPACK, THROUGHPUT, Scheduler, schedule_round
-from suanli.scheduler.workload import ClusterView, NodeView, Placement, Slot, Workload, cover
+from suanli.scheduler.workload import Placement, Slot, cover
+from tests.scheduler.test_placement import ACME, RULES, SNAP, cluster, nodes, work
 
-ACME = TenantView("acme", "CN", True)
-RULES = default_rules()
-SNAP = FleetSnapshot(
-    {
-        "bj": DataCenterView("bj", "CN", "private"),
-        "sh": DataCenterView("sh", "CN", "state"),
-        "sg": DataCenterView("sg", "SG", "private"),
-    }
-)
 QUOTA_12 = parse_rules(
     "version: t\neffective_from: 2025-01-01\n"
     "quotas:\n  - {id: Q, tenant: '*', max_accelerators: 12}\n"
 )
-
-
-def nodes(dc: str, country: str, chip: str, n: int, **kw: object) -> list[NodeView]:
-    return [NodeView(f"{dc}-{chip[:4]}-{i}", dc, country, chip, 8, **kw) for i in range(n)]  # type: ignore[arg-type]
-
-
-def cluster(*groups: Iterable[NodeView]) -> ClusterView:
-    return ClusterView([n for g in groups for n in g])
-
-
-def work(wid: str, n: int = 1, **kw: object) -> Workload:
-    kw.setdefault("tenant", ACME)
-    kw.setdefault("kind", "training")
-    return Workload(wid, accelerators=n, **kw)  # type: ignore[arg-type]
 
 
 def gate(rules: RuleSet = RULES, snapshot: FleetSnapshot = SNAP) -> ComplianceGate:
